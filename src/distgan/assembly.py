@@ -1,0 +1,69 @@
+"""Turn a :class:`Config` into the pieces of a run: data shares, models, parties.
+
+Kept apart from the coordinator on purpose: the coordinator receives only image shapes and
+public counts from here; real samples go straight into :class:`~distgan.party.Party` objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from distgan.config import Config
+from distgan.data import LabelledImages, Partition, load_source, partition
+from distgan.models import ModelFactory, build_models, natural_image_size
+from distgan.party import Party
+from distgan.seeding import derive_seed
+
+log = logging.getLogger("distgan")
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    data: LabelledImages
+    shares: Partition
+    num_labels: int
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"runtime.device={name!r}: no CUDA device is available here; use cpu or auto")
+    return torch.device(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_source(spec: str, image_size: int | None, limit: int | None, seed: int) -> LabelledImages:
+    data = load_source(spec, image_size)
+    # Sources such as the bundled MNIST come sorted by label: shuffle once, reproducibly.
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(derive_seed(seed, "shuffle")))
+    if limit is not None:
+        order = order[:limit]
+    return data.subset(order)
+
+
+def plan_data(config: Config) -> DataPlan:
+    image_size = config.data.image_size or natural_image_size(config.model)
+    data = _cached_source(config.data.source, image_size, config.data.limit, config.runtime.seed)
+    shares = partition(data, config.data.split, config.data.parties, derive_seed(config.runtime.seed, "split"))
+    labels = data.labels[data.labels >= 0]
+    num_labels = int(labels.max()) + 1 if len(labels) else 0
+    return DataPlan(data, shares, num_labels)
+
+
+def make_factory(config: Config, plan: DataPlan) -> ModelFactory:
+    return build_models(config.model, plan.data.shape)
+
+
+def build_party(config: Config, plan: DataPlan, party_id: int, run_dir: Path, pooled: bool = False) -> Party:
+    """Party ``party_id`` with its share (or, for the centralized baseline, the pooled shares)."""
+    index = torch.cat(plan.shares.indices) if pooled else plan.shares.indices[party_id]
+    share = plan.data.subset(index, name=f"party {party_id}")
+    return Party(party_id, share, make_factory(config, plan), config.train, config.runtime.seed,
+                 state_dir=run_dir / "parties" / f"party-{party_id}",
+                 device=resolve_device(config.runtime.device), num_labels=plan.num_labels)

@@ -1,0 +1,40 @@
+"""distgan sample: draw images from a trained run's generator into an .npz file."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+
+from distgan.cli.common import COMMANDS, Command, CommandError, non_negative_int, positive_int
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder made by distgan train")
+    parser.add_argument("--n", type=positive_int, default=1000, help="number of images (default 1000)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.npz", help="where to write the images")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the latent vectors (default 0)")
+    parser.add_argument("--round", type=non_negative_int, default=None,
+                        help="use the checkpoint of this round (default: the newest)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from distgan.checkpoint import atomic_write_bytes
+    from distgan.images import to_uint8
+    from distgan.sampling import generate, load_generator
+
+    if args.out.suffix != ".npz":
+        raise CommandError(f"--out {args.out}: must end in .npz")
+    generator, config, round_number = load_generator(args.run_dir, args.round)
+    images = to_uint8(generate(generator, args.n, args.seed, config.model.latent_dim)).numpy()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images)
+    atomic_write_bytes(args.out, buffer.getvalue())
+    print(f"wrote {args.out}: images uint8 {list(images.shape)} from round {round_number}")
+    return 0
+
+
+COMMANDS.register("sample", "write N generated images (uint8 [N, C, H, W]) to an .npz file")(Command(
+    configure, run, "Draw images from a run's generator (newest checkpoint) into FILE.npz, key 'images'."))

@@ -1,0 +1,152 @@
+"""distgan train: run one training (or continue one with --resume)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distgan.cli.common import COMMANDS, Command, CommandError, non_negative_int, positive_int
+from distgan.config import Config
+from distgan.data import SOURCES
+from distgan.data.partition import SPLITS
+from distgan.models import MODELS
+from distgan.presets import PRESETS
+from distgan.strategies import STRATEGIES
+
+DESCRIPTION = """\
+Train one GAN across parties that keep their data. With no arguments: the default demo
+(round-robin, 2 parties, bundled MNIST split 0-4 | 5-9, the paper's Figure 6).
+
+Options are applied in order: --preset, then the named flags, then each --set.
+Examples:
+  distgan train
+  distgan train --strategy avg-output --split one-label --parties 10
+  distgan train --strategy server-d --split iid --set strategy.upload_fraction=0.05
+  distgan train --data folder:/data/celeba --model dcgan --split iid
+  distgan train --resume runs/00003-round-robin-2p
+"""
+
+# flag -> (section, field): the flags that map one-to-one onto config fields.
+FLAG_FIELDS = {
+    "strategy": ("strategy", "name"), "data": ("data", "source"), "split": ("data", "split"),
+    "parties": ("data", "parties"), "model": ("model", "name"), "rounds": ("train", "rounds"),
+    "local_steps": ("train", "local_steps"), "batch_size": ("train", "batch_size"),
+    "seed": ("runtime", "seed"), "workers": ("runtime", "workers"), "device": ("runtime", "device"),
+    "parties_per_round": ("train", "parties_per_round"), "dp_epsilon": ("privacy", "epsilon"),
+    "dp_delta": ("privacy", "delta"), "max_grad_norm": ("privacy", "max_grad_norm"),
+    "noise_multiplier": ("privacy", "noise_multiplier"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that describe a run's config (shared with commands that start runs)."""
+    group = parser.add_argument_group("run configuration")
+    group.add_argument("--preset", help=f"start from a named preset ({', '.join(PRESETS.names())}); default: default")
+    group.add_argument("--strategy", help=f"training strategy: {', '.join(STRATEGIES.names())}")
+    group.add_argument("--data", metavar="SRC", help=f"data source NAME[:ARG]: {', '.join(SOURCES.names())}")
+    group.add_argument("--split", metavar="SPEC",
+                       help=f"partition across parties: {', '.join(SPLITS.names())} (e.g. labels:0-4/5-9)")
+    group.add_argument("--parties", type=positive_int, metavar="N", help="number of parties")
+    group.add_argument("--model", help=f"model family: {', '.join(MODELS.names())}")
+    group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train")
+    group.add_argument("--local-steps", type=positive_int, metavar="N",
+                       help="D and G steps per party message (1 = the paper's per-batch algorithm)")
+    group.add_argument("--batch-size", type=positive_int, metavar="N", help="samples per step")
+    group.add_argument("--parties-per-round", type=positive_int, metavar="K",
+                       help="sample K parties each round (default: all)")
+    group.add_argument("--seed", type=non_negative_int, metavar="N", help="seed of every random stream")
+    group.add_argument("--workers", type=non_negative_int, metavar="N",
+                       help="0: parties in this process; N: in N worker processes")
+    group.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    group.add_argument("--dp-epsilon", type=float, metavar="EPS", help="differential privacy: target epsilon per party")
+    group.add_argument("--dp-delta", type=float, metavar="DELTA", help="differential privacy: delta (default 1e-5 or 1/n)")
+    group.add_argument("--max-grad-norm", type=float, metavar="C", help="differential privacy: per-sample clip bound")
+    group.add_argument("--noise-multiplier", type=float, metavar="SIGMA",
+                       help="differential privacy: explicit noise multiplier")
+    group.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override any config field, e.g. --set train.lr_g=1e-3 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    config = PRESETS.get(args.preset or "default")()
+    assignments = [f"{section}.{name}={getattr(args, flag)}" for flag, (section, name) in FLAG_FIELDS.items()
+                   if getattr(args, flag, None) is not None]
+    config = config.with_overrides(assignments + list(args.set))
+    STRATEGIES.get(config.strategy.name)
+    MODELS.get(config.model.name)
+    SOURCES.get(config.data.source.split(":", 1)[0])
+    SPLITS.get(config.data.split.split(":", 1)[0])
+    return config
+
+
+def explicit_options(args: argparse.Namespace) -> bool:
+    return bool(args.preset or args.set or any(getattr(args, f, None) is not None for f in FLAG_FIELDS))
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, metavar="RUN_DIR",
+                     help="the run folder itself (default: runs/<NNNNN>-<strategy>-<n>p)")
+    out.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it exists and is not empty")
+    out.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue a run from its last checkpoint (--rounds may raise its length)")
+    out.add_argument("--dry-run", action="store_true",
+                     help="check the config, load and split the data, build the models, print the plan; write nothing")
+    out.add_argument("--quiet", action="store_true", help="no progress lines on the terminal (log.txt keeps them)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from distgan import training
+
+    if args.resume is not None:
+        if args.out is not None and args.out != args.resume:
+            raise CommandError("--out and --resume name different folders; --resume continues in its own folder")
+        config = training.load_run_config(args.resume)
+        if explicit_options(args):
+            asked = config_from_args(args)
+            rounds = asked.train.rounds if args.rounds is not None else config.train.rounds
+            asked.train.rounds = config.train.rounds
+            differences = training.config_differences(config, asked)
+            if args.preset is None:  # only named flags and --set count; the preset default does not
+                flagged = {f"{s}.{n}" for f, (s, n) in FLAG_FIELDS.items() if getattr(args, f, None) is not None}
+                flagged |= {a.split("=", 1)[0] for a in args.set}
+                differences = [d for d in differences if d.split(":", 1)[0] in flagged]
+            if differences:
+                raise CommandError(f"{args.resume} was run with a different config: " + "; ".join(differences))
+            config.train.rounds = rounds
+        run_dir = args.resume
+        if args.dry_run:
+            return _dry_run(config)
+        from distgan.checkpoint import atomic_write_text
+
+        atomic_write_text(run_dir / "config.json", config.to_json())
+        training.train(config, run_dir, resume=True, quiet=args.quiet)
+    else:
+        config = config_from_args(args)
+        if args.dry_run:
+            return _dry_run(config)
+        run_dir = args.out or training.default_run_dir(config)
+        training.check_new_run_dir(run_dir, args.overwrite)
+        training.train(config, run_dir, quiet=args.quiet)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _dry_run(config: Config) -> int:
+    from distgan.assembly import make_factory, plan_data
+
+    plan = plan_data(config)
+    factory = make_factory(config, plan)
+    factory.generator(), factory.discriminator()
+    print(config.to_json())
+    print(f"data: {plan.data.name}, images {plan.data.shape}", file=sys.stderr)
+    for line in plan.shares.describe(plan.data):
+        print(line, file=sys.stderr)
+    print("dry run: config, data, split and models are valid; nothing written", file=sys.stderr)
+    return 0
+
+
+COMMANDS.register("train", "train a GAN across parties (no arguments: the default demo)")(
+    Command(configure, run, DESCRIPTION))

@@ -1,0 +1,311 @@
+"""One typed configuration per run.
+
+Nested dataclasses, each field documented; every check lives in ``__post_init__`` and raises a
+``ValueError`` that names the field and the value. The config is printed, written to
+``config.json`` before training, and can be overridden from the command line with
+``--set section.field=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _require(condition: bool, name: str, value: Any, expectation: str) -> None:
+    if not condition:
+        raise ValueError(f"{name}={value!r}: {expectation}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, name, value,
+             "must be a positive integer")
+
+
+def _positive_float(name: str, value: Any) -> None:
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+             and value == value and value != float("inf"), name, value, "must be a positive finite number")
+
+
+def _fraction(name: str, value: Any) -> None:
+    _require(isinstance(value, (int, float)) and 0 < value <= 1, name, value, "must lie in (0, 1]")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    _require(value in choices, name, value, f"must be one of {', '.join(choices)}")
+
+
+@dataclass
+class DataConfig:
+    source: str = "mnist"
+    """Data source, ``NAME`` or ``NAME:ARG`` (``mnist``, ``mnist:DIR``, ``folder:DIR``, ``lsun:DIR``, ``fake``)."""
+    split: str = "labels:0-4/5-9"
+    """How samples are divided among parties: ``iid``, ``labels:0-4/5-9``, ``one-label``, ``dirichlet:ALPHA``."""
+    parties: int = 2
+    """Number of data holders."""
+    image_size: int | None = None
+    """Side of the square images fed to the models; None takes the model's natural size."""
+    limit: int | None = None
+    """Use only the first N samples of the source (after a seeded shuffle); None uses all."""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.source, str) and self.source != "", "data.source", self.source,
+                 "must be a non-empty string")
+        _positive_int("data.parties", self.parties)
+        if self.image_size is not None:
+            _positive_int("data.image_size", self.image_size)
+        if self.limit is not None:
+            _positive_int("data.limit", self.limit)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    """Model family from the registry: ``mlp`` (tuned default), ``paper-mlp`` (Tables 1-2), ``dcgan`` (Tables 3-4)."""
+    latent_dim: int = 64
+    """Size of the generator's noise vector z."""
+    hidden: int = 256
+    """Width of the hidden layers of the MLP models."""
+    channels: int = 64
+    """Base channel count of the DCGAN models (the paper's ngf = ndf)."""
+    norm: str = "batch"
+    """Normalisation in the DCGAN discriminator: ``batch`` (the paper's), ``group`` or ``none``
+    (per-sample gradients, and so DP-SGD, need ``group`` or ``none``)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("model.latent_dim", self.latent_dim)
+        _positive_int("model.hidden", self.hidden)
+        _positive_int("model.channels", self.channels)
+        _choice("model.norm", self.norm, ("batch", "group", "none"))
+
+
+@dataclass
+class TrainConfig:
+    rounds: int = 3000
+    """Number of rounds the coordinator runs."""
+    local_steps: int = 1
+    """D steps and G steps per party message; 1 reproduces the paper's per-batch algorithms."""
+    batch_size: int = 64
+    """Samples per step, real and generated alike."""
+    lr_g: float = 2e-4
+    """Adam learning rate of the generator."""
+    lr_d: float = 2e-4
+    """Adam learning rate of every discriminator."""
+    beta1: float = 0.5
+    """Adam beta1 (0.5 as in DCGAN)."""
+    beta2: float = 0.999
+    """Adam beta2."""
+    parties_per_round: int | None = None
+    """Sample this many parties each round (as FL systems do); None uses all."""
+
+    def __post_init__(self) -> None:
+        _positive_int("train.rounds", self.rounds)
+        _positive_int("train.local_steps", self.local_steps)
+        _positive_int("train.batch_size", self.batch_size)
+        _positive_float("train.lr_g", self.lr_g)
+        _positive_float("train.lr_d", self.lr_d)
+        _require(isinstance(self.beta1, (int, float)) and 0 <= self.beta1 < 1, "train.beta1", self.beta1,
+                 "must lie in [0, 1)")
+        _require(isinstance(self.beta2, (int, float)) and 0 <= self.beta2 < 1, "train.beta2", self.beta2,
+                 "must lie in [0, 1)")
+        if self.parties_per_round is not None:
+            _positive_int("train.parties_per_round", self.parties_per_round)
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "round-robin"
+    """Training strategy from the registry (``distgan train --help`` lists them)."""
+    upload_fraction: float = 0.1
+    """server-d: fraction theta_u of each party's D-weight deltas uploaded per round."""
+    download_fraction: float | None = None
+    """server-d: fraction theta_d of the server D each party downloads before training; None: none."""
+    selection: str = "largest"
+    """server-d: which deltas to upload, ``largest`` magnitude or ``random`` (Shokri & Shmatikov)."""
+    server_update: str = "max"
+    """server-d: how the server combines uploads, ``max`` (the paper's biggest delta) or ``mean``."""
+    weighted: bool = False
+    """avg-output / md-gan: weight each party's feedback by its data size."""
+    swap_every: int = 10
+    """md-gan: rounds between discriminator swaps among parties."""
+
+    def __post_init__(self) -> None:
+        _fraction("strategy.upload_fraction", self.upload_fraction)
+        if self.download_fraction is not None:
+            _fraction("strategy.download_fraction", self.download_fraction)
+        _choice("strategy.selection", self.selection, ("largest", "random"))
+        _choice("strategy.server_update", self.server_update, ("max", "mean"))
+        _positive_int("strategy.swap_every", self.swap_every)
+
+
+@dataclass
+class PrivacyConfig:
+    epsilon: float | None = None
+    """Target epsilon per party; None with noise_multiplier None turns DP off."""
+    delta: float | None = None
+    """Target delta; None takes min(1e-5, 1/n) for a party with n samples."""
+    max_grad_norm: float = 1.0
+    """Per-sample clipping bound C (Opacus's name)."""
+    noise_multiplier: float | None = None
+    """Explicit noise multiplier sigma; when set, epsilon is only a budget that stops the run."""
+
+    def __post_init__(self) -> None:
+        if self.epsilon is not None:
+            _positive_float("privacy.epsilon", self.epsilon)
+        if self.delta is not None:
+            _require(isinstance(self.delta, (int, float)) and 0 < self.delta < 1, "privacy.delta", self.delta,
+                     "must lie in (0, 1)")
+        _positive_float("privacy.max_grad_norm", self.max_grad_norm)
+        if self.noise_multiplier is not None:
+            _positive_float("privacy.noise_multiplier", self.noise_multiplier)
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+
+@dataclass
+class RuntimeConfig:
+    seed: int = 0
+    """Seed of every random number generator of the run."""
+    workers: int = 0
+    """0 runs parties in this process; N >= 1 spreads them over N worker processes."""
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when one is present)."""
+    on_party_failure: str = "continue"
+    """When a party fails: ``continue`` the round with the others, or ``stop`` the run."""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+                 "runtime.seed", self.seed, "must be a non-negative integer")
+        _require(isinstance(self.workers, int) and self.workers >= 0, "runtime.workers", self.workers,
+                 "must be a non-negative integer")
+        _require(self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"), "runtime.device",
+                 self.device, "must be cpu, cuda, cuda:N or auto")
+        _choice("runtime.on_party_failure", self.on_party_failure, ("continue", "stop"))
+
+
+@dataclass
+class OutputConfig:
+    sample_every: int = 250
+    """Rounds between sample-grid PNGs (fixed latent vectors, so frames compare)."""
+    checkpoint_every: int = 250
+    """Rounds between checkpoints (atomic, resumable)."""
+    eval_every: int = 500
+    """Rounds between cheap metrics during training; the full set runs at the end."""
+    log_every: int = 50
+    """Rounds between progress lines."""
+    metrics: tuple[str, ...] | None = None
+    """Metrics computed at the end; None takes the defaults for the data source."""
+
+    def __post_init__(self) -> None:
+        for name in ("sample_every", "checkpoint_every", "eval_every", "log_every"):
+            _positive_int(f"output.{name}", getattr(self, name))
+        if self.metrics is not None:
+            self.metrics = tuple(self.metrics)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.parties_per_round is not None:
+            _require(self.train.parties_per_round <= self.data.parties, "train.parties_per_round",
+                     self.train.parties_per_round, f"must not exceed data.parties={self.data.parties}")
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        sections: dict[str, Any] = {}
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in raw.items():
+            if key not in known:
+                raise ValueError(f"unknown config section {key!r}; valid: {', '.join(known)}")
+            section_cls = _section_class(key)
+            if not isinstance(value, dict):
+                raise ValueError(f"config section {key!r} must be an object, got {value!r}")
+            valid = {f.name for f in dataclasses.fields(section_cls)}
+            for name in value:
+                if name not in valid:
+                    raise ValueError(f"unknown config field {key}.{name}; valid: {', '.join(sorted(valid))}")
+            sections[key] = section_cls(**value)
+        return cls(**sections)
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        return cls.from_dict(raw)
+
+    def with_overrides(self, assignments: list[str]) -> Config:
+        """Apply ``section.field=value`` strings; the value is parsed by the field's declared type."""
+        raw = self.to_dict()
+        for assignment in assignments:
+            if "=" not in assignment:
+                raise ValueError(f"--set {assignment!r}: expected section.field=value")
+            dotted, text = assignment.split("=", 1)
+            if dotted.count(".") != 1:
+                raise ValueError(f"--set {assignment!r}: expected section.field=value, e.g. train.lr_g=1e-3")
+            section, name = dotted.split(".")
+            if section not in raw:
+                raise ValueError(f"--set {assignment!r}: unknown section {section!r}; valid: {', '.join(raw)}")
+            hints = typing.get_type_hints(_section_class(section))
+            if name not in hints:
+                raise ValueError(f"--set {assignment!r}: unknown field {dotted!r}; "
+                                 f"valid: {', '.join(sorted(hints))}")
+            raw[section][name] = parse_value(text, hints[name], dotted)
+        return Config.from_dict(raw)
+
+
+def _section_class(name: str) -> type:
+    return typing.get_type_hints(Config)[name]
+
+
+def parse_value(text: str, annotation: Any, name: str) -> Any:
+    """Parse a command-line string into the type a config field declares."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        candidates = [a for a in args if a is not type(None)]
+        return parse_value(text, candidates[0], name)
+    if origin is tuple:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    try:
+        if annotation is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if annotation is int:
+            return int(text)
+        if annotation is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: expected a {annotation.__name__}") from None
+    return text

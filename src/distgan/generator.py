@@ -1,0 +1,99 @@
+"""The platform's generator: sampling latent vectors and fakes, and G's update rules.
+
+G never sees a real sample. It is trained either on feedback the parties send back (their D's
+logits and the gradient of each logit with respect to the generated image) or, for server-d,
+directly against the server discriminator the platform assembles from weight deltas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distgan import protocol as p
+from distgan.config import TrainConfig
+from distgan.losses import generator_input_gradient, generator_loss
+from distgan.models import ModelFactory
+from distgan.party import adam, build_generator
+from distgan.seeding import make_generator
+
+
+@dataclass
+class FakeBatches:
+    """Generated batches ``[S, B, C, H, W]`` (detached, on CPU, to send) and the latents behind them.
+    ``first_graph`` keeps the autograd graph of batch 0, so the usual one-step loop does not run G twice."""
+
+    latents: torch.Tensor
+    images: torch.Tensor
+    first_graph: torch.Tensor | None
+
+
+class GeneratorTrainer:
+    def __init__(self, factory: ModelFactory, train: TrainConfig, seed: int, device: torch.device) -> None:
+        self.factory = factory
+        self.train_config = train
+        self.device = device
+        self.module: nn.Module = build_generator(factory, seed).to(device)
+        self.optimizer = adam(self.module, train.lr_g, train)
+        self.rng = make_generator(seed, "coordinator-latents")
+
+    def latents(self, count: int) -> torch.Tensor:
+        return torch.randn(count, self.factory.latent_dim, generator=self.rng)
+
+    def fakes(self, steps: int, batch: int | None = None) -> FakeBatches:
+        batch = batch or self.train_config.batch_size
+        latents = self.latents(steps * batch).view(steps, batch, -1)
+        self.module.train()
+        first = self.module(latents[0].to(self.device))
+        images = [first.detach()]
+        with torch.no_grad():
+            images += [self.module(z.to(self.device)) for z in latents[1:]]
+        return FakeBatches(latents, torch.stack(images).float().cpu(), first)
+
+    def step_on_feedback(self, batches: FakeBatches, feedback: Sequence[p.Feedback],
+                         weights: torch.Tensor | None = None) -> float:
+        """One G step per generated batch on the combined feedback of one or more discriminators.
+
+        Step s uses G's current output for latents s: for s = 0 that is exactly the batch the
+        parties scored; for s > 0 G has moved since, and their gradient is one step stale (the
+        price of coarse rounds; ``local_steps = 1`` is exact).
+        """
+        logits = torch.stack([f.logits for f in feedback])  # [J, S, B]
+        gradients = torch.stack([f.input_gradients for f in feedback])  # [J, S, B, C, H, W]
+        losses = []
+        for step in range(logits.shape[1]):
+            loss, image_gradient = generator_input_gradient(logits[:, step], gradients[:, step], weights)
+            output = batches.first_graph if step == 0 and batches.first_graph is not None else \
+                self.module(batches.latents[step].to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            output.backward(image_gradient.to(output))
+            self.optimizer.step()
+            losses.append(loss)
+        batches.first_graph = None
+        return sum(losses) / len(losses)
+
+    def step_against(self, discriminator: nn.Module, steps: int) -> float:
+        """G steps against a discriminator the platform holds (server-d's server D)."""
+        total = 0.0
+        for _ in range(steps):
+            latents = self.latents(self.train_config.batch_size).to(self.device)
+            loss = generator_loss(discriminator(self.module(latents)))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss)
+        return total / steps
+
+    @torch.no_grad()
+    def sample(self, latents: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
+        """Images in [-1, 1] for given latents, in eval mode (batch norm uses running statistics)."""
+        generator = module or self.module
+        was_training = generator.training
+        generator.eval()
+        try:
+            return torch.cat([generator(chunk.to(self.device)).float().cpu() for chunk in latents.split(500)])
+        finally:
+            generator.train(was_training)

@@ -1,0 +1,50 @@
+"""GAN losses by phase (stylegan2-ada's ``training/loss.py`` habit): one D phase, one G phase.
+
+The paper trains with the non-saturating objective of Goodfellow et al.: D minimises
+``BCE(D(x), 1) + BCE(D(G(z)), 0)``; G minimises ``BCE(D(G(z)), 1)``. With several discriminators
+(Alg. 2) G minimises ``BCE(sum_j w_j D_j(G(z)), 1)``, the weighted average of their *probabilities*.
+Discriminators hand us logits; everything is computed in log space so no sigmoid saturates.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``-log D(x) - log(1 - D(G(z)))``."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def per_sample_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The D loss split per (real, fake) pair, for per-sample clipping under DP."""
+    return F.softplus(-real_logits) + F.softplus(fake_logits)
+
+
+def generator_loss(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``-mean_b log(sum_j w_j sigmoid(l_jb))`` for logits ``[J, B]`` and weights ``[J]`` summing to 1.
+
+    With one discriminator this is the usual non-saturating loss ``softplus(-l)``.
+    """
+    if logits.dim() == 1:
+        logits = logits.unsqueeze(0)
+    if weights is None:
+        weights = torch.full((logits.shape[0],), 1.0 / logits.shape[0], dtype=logits.dtype)
+    log_probability = -F.softplus(-logits)  # log sigmoid(l)
+    mixed = torch.logsumexp(log_probability + weights.to(logits).log().unsqueeze(1), dim=0)
+    return -mixed.mean()
+
+
+def generator_input_gradient(logits: torch.Tensor, input_gradients: torch.Tensor,
+                             weights: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+    """Exact dL_G/dx from each discriminator's logits ``[J, B]`` and ``dl_j/dx`` ``[J, B, ...]``.
+
+    By the chain rule ``dL/dx_b = sum_j (dL/dl_jb) (dl_jb/dx_b)``, exact whenever a discriminator
+    scores each sample on its own (MLPs, DCGAN without batch norm). Returns the loss and ``[B, ...]``.
+    """
+    leaf = logits.detach().clone().requires_grad_(True)
+    loss = generator_loss(leaf, weights)
+    (upstream,) = torch.autograd.grad(loss, leaf)
+    shape = upstream.shape + (1,) * (input_gradients.dim() - upstream.dim())
+    return float(loss.detach()), (upstream.view(shape) * input_gradients).sum(dim=0)

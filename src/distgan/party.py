@@ -1,0 +1,261 @@
+"""A Party: one data holder. The only code in distgan that reads real samples.
+
+A party owns its local data, its discriminator D_j and D_j's optimizer (and, for fedgan and
+local-only, a generator of its own). It answers the requests of :mod:`distgan.protocol` and
+nothing else; its replies carry statistics, scores, gradients with respect to *generated* images,
+and weights, never a sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distgan import protocol as p
+from distgan.checkpoint import (
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    prefixed,
+    save_checkpoint,
+    unprefixed,
+)
+from distgan.config import TrainConfig
+from distgan.data.sources import LabelledImages
+from distgan.losses import discriminator_loss, generator_loss
+from distgan.models import ModelFactory
+from distgan.seeding import derive_seed, make_generator, seeded
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1], the range of the generators' Tanh."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def flat_parameters(module: nn.Module) -> torch.Tensor:
+    return torch.cat([parameter.detach().flatten() for parameter in module.parameters()])
+
+
+def set_flat_parameters(module: nn.Module, indices: torch.Tensor, values: torch.Tensor) -> None:
+    """Overwrite the parameters at ``indices`` of the flat parameter vector with ``values``."""
+    flat = flat_parameters(module)
+    flat[indices] = values.to(flat)
+    offset = 0
+    with torch.no_grad():
+        for parameter in module.parameters():
+            count = parameter.numel()
+            parameter.copy_(flat[offset:offset + count].view_as(parameter))
+            offset += count
+
+
+def build_discriminator(factory: ModelFactory, seed: int) -> nn.Module:
+    """Every D of a run starts from the same weights (a shared seed), as federated training assumes."""
+    with seeded(derive_seed(seed, "discriminator-init")):
+        return factory.discriminator()
+
+
+def build_generator(factory: ModelFactory, seed: int) -> nn.Module:
+    with seeded(derive_seed(seed, "generator-init")):
+        return factory.generator()
+
+
+def adam(module: nn.Module, lr: float, train: TrainConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(train.beta1, train.beta2))
+
+
+class Party:
+    """One data holder: local data, D_j, its optimizer; handles protocol requests."""
+
+    def __init__(self, party_id: int, data: LabelledImages, factory: ModelFactory, train: TrainConfig,
+                 seed: int, state_dir: Path | None = None, device: torch.device | str = "cpu",
+                 num_labels: int = 0) -> None:
+        if len(data) == 0:
+            raise ValueError(f"party {party_id}: no samples")
+        self.party_id = party_id
+        self.name = f"party {party_id}"
+        self._data = data
+        self._factory = factory
+        self._train = train
+        self._seed = seed
+        self._device = torch.device(device)
+        self._state_dir = state_dir
+        self._num_labels = num_labels
+        self._rng = make_generator(seed, "party", party_id)
+        self.discriminator = build_discriminator(factory, seed).to(self._device)
+        self.d_optimizer = adam(self.discriminator, train.lr_d, train)
+        self._local_generator: nn.Module | None = None
+        self._g_optimizer: torch.optim.Optimizer | None = None
+        self._handlers: dict[type[p.Message], Callable[[Any], p.Message]] = {
+            p.TrainDiscriminator: self._train_discriminator,
+            p.QueryFeedback: self._query_feedback,
+            p.TrainAndUpload: self._train_and_upload,
+            p.TrainLocalGAN: self._train_local_gan,
+            p.ExportDiscriminator: self._export_discriminator,
+            p.ImportDiscriminator: self._import_discriminator,
+            p.SaveState: self._save_state,
+            p.LoadState: self._load_state,
+            p.Describe: self._describe,
+        }
+
+    @property
+    def expectations(self) -> p.Expectations:
+        return p.Expectations(self._factory.image_shape, self._train.batch_size,
+                              max(self._train.local_steps, 1) * 4)
+
+    # -- entry point --------------------------------------------------------------------------------
+    def handle(self, request: p.Message) -> p.Message:
+        """Validate a request from the coordinator, carry it out, return the reply."""
+        handler = self._handlers.get(type(request))
+        if handler is None:
+            raise p.ProtocolError(f"{self.name}: no handler for {type(request).__name__}")
+        request.validate("coordinator", self.expectations)
+        return handler(request)
+
+    # -- the D phase ------------------------------------------------------------------------------
+    def _real_batch(self, size: int) -> torch.Tensor:
+        index = torch.randint(len(self._data), (size,), generator=self._rng)
+        return to_unit_range(self._data.images[index]).to(self._device)
+
+    def _discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
+        """One D step per generated batch: real batch of the same size vs that batch."""
+        self.discriminator.train()
+        totals = torch.zeros(3)
+        for fake in fakes.to(self._device):
+            real = self._real_batch(fake.shape[0])
+            real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+            loss = discriminator_loss(real_logits, fake_logits)
+            self.d_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.d_optimizer.step()
+            totals += torch.stack([loss.detach(), torch.sigmoid(real_logits.detach()).mean(),
+                                   torch.sigmoid(fake_logits.detach()).mean()]).cpu()
+        d_loss, d_real, d_fake = (totals / len(fakes)).tolist()
+        return p.DiscriminatorStats(d_loss=d_loss, d_real=d_real, d_fake=d_fake, steps=len(fakes))
+
+    def _feedback(self, fakes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D_j's logits on each generated batch and d logit / d image, per sample."""
+        logits, gradients = [], []
+        for fake in fakes.to(self._device):
+            image = fake.detach().requires_grad_(True)
+            logit = self.discriminator(image)
+            (gradient,) = torch.autograd.grad(logit.sum(), image)
+            logits.append(logit.detach())
+            gradients.append(gradient)
+        return torch.stack(logits).float().cpu(), torch.stack(gradients).float().cpu()
+
+    # -- handlers -----------------------------------------------------------------------------------
+    def _train_discriminator(self, request: p.TrainDiscriminator) -> p.Message:
+        stats = self._discriminator_steps(request.fakes)
+        if not request.feedback:
+            return stats
+        logits, gradients = self._feedback(request.fakes)
+        return p.Feedback(stats, logits, gradients)
+
+    def _query_feedback(self, request: p.QueryFeedback) -> p.Message:
+        logits, gradients = self._feedback(request.fakes)
+        return p.Feedback(p.DiscriminatorStats(), logits, gradients)
+
+    def _train_and_upload(self, request: p.TrainAndUpload) -> p.Message:
+        if request.download_indices is not None and request.download_values is not None:
+            set_flat_parameters(self.discriminator, request.download_indices, request.download_values)
+        before = flat_parameters(self.discriminator)
+        stats = self._discriminator_steps(request.fakes)
+        delta = flat_parameters(self.discriminator) - before
+        count = max(1, math.ceil(request.upload_fraction * delta.numel()))
+        if request.selection == "largest":
+            indices = delta.abs().topk(count).indices
+        else:
+            indices = torch.randperm(delta.numel(), generator=self._rng)[:count].to(delta.device)
+        indices = indices.sort().values
+        return p.DeltaUpload(stats, indices.cpu().long(), delta[indices].float().cpu())
+
+    def _ensure_local_generator(self) -> nn.Module:
+        if self._local_generator is None:
+            self._local_generator = build_generator(self._factory, self._seed).to(self._device)
+            self._g_optimizer = adam(self._local_generator, self._train.lr_g, self._train)
+        return self._local_generator
+
+    def _train_local_gan(self, request: p.TrainLocalGAN) -> p.Message:
+        generator = self._ensure_local_generator()
+        assert self._g_optimizer is not None
+        if request.generator:
+            generator.load_state_dict(request.generator)
+        if request.discriminator:
+            self.discriminator.load_state_dict(request.discriminator)
+        batch, latent = self._train.batch_size, self._factory.latent_dim
+        totals = torch.zeros(4)
+        generator.train()
+        for _ in range(request.steps):
+            z = torch.randn(batch, latent, generator=self._rng).to(self._device)
+            fake = generator(z)
+            stats = self._discriminator_steps(fake.detach().unsqueeze(0))
+            g_loss = generator_loss(self.discriminator(fake))
+            self._g_optimizer.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self._g_optimizer.step()
+            totals += torch.tensor([stats.d_loss, stats.d_real, stats.d_fake, float(g_loss)])
+        d_loss, d_real, d_fake, g_mean = (totals / request.steps).tolist()
+        return p.WeightsReply(
+            p.DiscriminatorStats(d_loss=d_loss, d_real=d_real, d_fake=d_fake, steps=request.steps),
+            generator=_cpu_state(generator), discriminator=_cpu_state(self.discriminator), g_loss=g_mean)
+
+    def _export_discriminator(self, request: p.ExportDiscriminator) -> p.Message:
+        return p.WeightsReply(p.DiscriminatorStats(), discriminator=_cpu_state(self.discriminator))
+
+    def _import_discriminator(self, request: p.ImportDiscriminator) -> p.Message:
+        self.discriminator.load_state_dict(request.discriminator)
+        return p.Ack()
+
+    def _describe(self, request: p.Describe) -> p.Message:
+        labels = self._data.labels[self._data.labels >= 0]
+        counts = torch.bincount(labels, minlength=self._num_labels) if len(labels) else torch.zeros(0)
+        return p.Description(samples=len(self._data), label_counts=counts.long())
+
+    # -- state ----------------------------------------------------------------------------------
+    def _state_stem(self, round_index: int) -> Path:
+        if self._state_dir is None:
+            raise p.ProtocolError(f"{self.name}: no state folder configured, cannot checkpoint")
+        return self._state_dir / f"round-{round_index:07d}"
+
+    def _save_state(self, request: p.SaveState) -> p.Message:
+        tensors = prefixed("discriminator", self.discriminator.state_dict())
+        d_opt, d_opt_meta = optimizer_to_tensors(self.d_optimizer, "d_optimizer")
+        tensors.update(d_opt)
+        tensors["rng"] = self._rng.get_state()
+        meta: dict[str, Any] = {"party": self.party_id, "round": request.round, "d_optimizer": d_opt_meta}
+        if self._local_generator is not None and self._g_optimizer is not None:
+            tensors.update(prefixed("generator", self._local_generator.state_dict()))
+            g_opt, meta["g_optimizer"] = optimizer_to_tensors(self._g_optimizer, "g_optimizer")
+            tensors.update(g_opt)
+        save_checkpoint(self._state_stem(request.round), tensors, meta)
+        self._prune_states(keep=request.round)
+        return p.Ack()
+
+    def _prune_states(self, keep: int) -> None:
+        """Keep the newest two checkpoints: the one just written and the previous good one."""
+        assert self._state_dir is not None
+        stems = sorted({path.with_suffix("") for path in self._state_dir.glob("round-*.json")})
+        for stem in stems[:-2]:
+            for suffix in (".json", ".safetensors"):
+                stem.with_suffix(suffix).unlink(missing_ok=True)
+
+    def _load_state(self, request: p.LoadState) -> p.Message:
+        tensors, meta = load_checkpoint(self._state_stem(request.round))
+        self.discriminator.load_state_dict(unprefixed("discriminator", tensors))
+        optimizer_from_tensors(self.d_optimizer, "d_optimizer", tensors, meta["d_optimizer"])
+        self._rng.set_state(tensors["rng"])
+        if "g_optimizer" in meta:
+            generator = self._ensure_local_generator()
+            generator.load_state_dict(unprefixed("generator", tensors))
+            assert self._g_optimizer is not None
+            optimizer_from_tensors(self._g_optimizer, "g_optimizer", tensors, meta["g_optimizer"])
+        return p.Ack()
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}

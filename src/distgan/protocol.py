@@ -1,0 +1,359 @@
+"""Every message between the coordinator and a party: typed, sized, validated on receipt.
+
+The trust boundary of distgan is here. Requests go down (generated images, weights the platform
+already holds, numbers); replies come up (statistics, discriminator scores and gradients with
+respect to *generated* images, selected weight deltas, weights). No field of any message has the
+type or the place to carry a real sample: ``tests/test_protocol.py`` checks every message of a run.
+
+Each message is a frozen dataclass whose fields are tensors, tensor dicts (weights) or scalars.
+``encode`` / ``decode`` turn one into (tensors, scalars) for any transport (pipes, Flower records)
+and ``validate`` checks it against what the receiver expects, raising :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+MAX_MESSAGE_BYTES = 1 << 30
+"""Refuse any message over 1 GiB: no legitimate message of a supported model comes close."""
+
+Scalar = int | float | str | bool
+Weights = dict[str, torch.Tensor]
+
+
+class ProtocolError(ValueError):
+    """A message that fails validation; the text names the sender and the problem."""
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What a receiver knows, against which a message is checked."""
+
+    image_shape: tuple[int, int, int]
+    batch_size: int
+    max_steps: int
+    max_bytes: int = MAX_MESSAGE_BYTES
+
+
+class Message:
+    """Base of every message: encoding, size and validation shared by all."""
+
+    kind: ClassVar[str]
+    direction: ClassVar[str]  # "down" (to a party) or "up" (to the coordinator)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                out[f.name] = value
+            elif isinstance(value, dict):
+                out.update({f"{f.name}/{key}": tensor for key, tensor in value.items()})
+        return out
+
+    def scalars(self) -> dict[str, Scalar]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if isinstance(getattr(self, f.name), (int, float, str, bool))}
+
+    def nbytes(self) -> int:
+        """Bytes on the wire: tensor payloads plus 8 per scalar."""
+        return sum(t.numel() * t.element_size() for t in self.tensors().values()) + 8 * len(self.scalars())
+
+    def validate(self, sender: str, expect: Expectations) -> None:
+        size = self.nbytes()
+        if size > expect.max_bytes:
+            raise ProtocolError(f"{sender}: {self.kind} of {size} bytes exceeds the limit of {expect.max_bytes}")
+        for name, tensor in self.tensors().items():
+            if tensor.dtype.is_floating_point:
+                if tensor.dtype != torch.float32:
+                    raise ProtocolError(f"{sender}: {self.kind}.{name} has dtype {tensor.dtype}, expected float32")
+                if not bool(torch.isfinite(tensor).all()):
+                    raise ProtocolError(f"{sender}: {self.kind}.{name} holds NaN or Inf")
+        for name, value in self.scalars().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ProtocolError(f"{sender}: {self.kind}.{name} = {value} is not finite")
+        self.check(sender, expect)
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        """Message-specific shape checks."""
+
+
+def _shape(sender: str, kind: str, name: str, tensor: torch.Tensor | None, shape: tuple[int | None, ...],
+           dtype: torch.dtype = torch.float32) -> None:
+    if tensor is None:
+        return
+    if tensor.dtype != dtype:
+        raise ProtocolError(f"{sender}: {kind}.{name} has dtype {tensor.dtype}, expected {dtype}")
+    if tensor.dim() != len(shape) or any(want is not None and got != want
+                                         for got, want in zip(tensor.shape, shape)):
+        wanted = "x".join("*" if s is None else str(s) for s in shape)
+        raise ProtocolError(f"{sender}: {kind}.{name} has shape {tuple(tensor.shape)}, expected {wanted}")
+
+
+def _steps_batches(sender: str, kind: str, name: str, tensor: torch.Tensor | None, expect: Expectations) -> None:
+    _shape(sender, kind, name, tensor, (None, None, *expect.image_shape))
+    if tensor is not None and not (1 <= tensor.shape[0] <= expect.max_steps
+                                   and 1 <= tensor.shape[1] <= expect.batch_size):
+        raise ProtocolError(f"{sender}: {kind}.{name} carries {tensor.shape[0]} steps of {tensor.shape[1]}, "
+                            f"at most {expect.max_steps} of {expect.batch_size} expected")
+
+
+# -- requests (coordinator -> party) --------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainDiscriminator(Message):
+    """Train D_j for ``len(fakes)`` steps on real batches vs these generated batches; then, if
+    ``feedback``, score the same generated batches with the trained D_j and return dl/dx for each
+    (with one step this is exactly the alternating update of the usual GAN loop)."""
+
+    kind: ClassVar[str] = "train.discriminator"
+    direction: ClassVar[str] = "down"
+    fakes: torch.Tensor  # [S, B, C, H, W] generated images
+    feedback: bool = False
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
+
+
+@dataclass(frozen=True)
+class QueryFeedback(Message):
+    """Score generated images with D_j (no training) and return dl/dx for each."""
+
+    kind: ClassVar[str] = "query.feedback"
+    direction: ClassVar[str] = "down"
+    fakes: torch.Tensor  # [S, B, C, H, W] generated images
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
+
+
+@dataclass(frozen=True)
+class TrainAndUpload(Message):
+    """server-d (Alg. 1): optionally overwrite some D_j weights with the server's, train D_j, then
+    upload a fraction of the weight deltas (``largest`` magnitude or ``random``)."""
+
+    kind: ClassVar[str] = "train.upload"
+    direction: ClassVar[str] = "down"
+    fakes: torch.Tensor  # [S, B, C, H, W] generated images
+    upload_fraction: float
+    selection: str
+    download_indices: torch.Tensor | None = None  # int64 [k] into the flat D parameter vector
+    download_values: torch.Tensor | None = None  # float32 [k] server-D weights
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
+        if not 0 < self.upload_fraction <= 1 or self.selection not in ("largest", "random"):
+            raise ProtocolError(f"{sender}: {self.kind} upload_fraction={self.upload_fraction} "
+                                f"selection={self.selection!r} out of range")
+        if (self.download_indices is None) != (self.download_values is None):
+            raise ProtocolError(f"{sender}: {self.kind} download indices and values must come together")
+        _shape(sender, self.kind, "download_indices", self.download_indices, (None,), torch.int64)
+        _shape(sender, self.kind, "download_values", self.download_values, (None,))
+        if self.download_indices is not None and self.download_values is not None and \
+                self.download_indices.shape != self.download_values.shape:
+            raise ProtocolError(f"{sender}: {self.kind} download indices and values differ in length")
+
+
+@dataclass(frozen=True)
+class TrainLocalGAN(Message):
+    """fedgan / local-only: load the given weights (when set), train the party's own G and D
+    for ``steps`` steps, return both."""
+
+    kind: ClassVar[str] = "train.local_gan"
+    direction: ClassVar[str] = "down"
+    steps: int
+    generator: Weights | None = None
+    discriminator: Weights | None = None
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        if not 1 <= self.steps <= expect.max_steps:
+            raise ProtocolError(f"{sender}: {self.kind}.steps={self.steps} outside [1, {expect.max_steps}]")
+
+
+@dataclass(frozen=True)
+class ExportDiscriminator(Message):
+    """md-gan: send D_j's weights (for the discriminator swap)."""
+
+    kind: ClassVar[str] = "query.export_discriminator"
+    direction: ClassVar[str] = "down"
+
+
+@dataclass(frozen=True)
+class ImportDiscriminator(Message):
+    """md-gan: replace D_j's weights with these (another party's D, from the swap)."""
+
+    kind: ClassVar[str] = "train.import_discriminator"
+    direction: ClassVar[str] = "down"
+    discriminator: Weights = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SaveState(Message):
+    """Checkpoint the party's own state (D, optimizer, RNG) in its own storage, tagged by round."""
+
+    kind: ClassVar[str] = "train.save_state"
+    direction: ClassVar[str] = "down"
+    round: int
+
+
+@dataclass(frozen=True)
+class LoadState(Message):
+    """Restore the party's state as saved at ``round``."""
+
+    kind: ClassVar[str] = "train.load_state"
+    direction: ClassVar[str] = "down"
+    round: int
+
+
+@dataclass(frozen=True)
+class Describe(Message):
+    """Ask for the party's public statistics: sample count and label histogram."""
+
+    kind: ClassVar[str] = "query.describe"
+    direction: ClassVar[str] = "down"
+
+
+# -- replies (party -> coordinator) ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DiscriminatorStats(Message):
+    """Means over the steps of one request. ``epsilon``: privacy spent so far (0 without DP)."""
+
+    kind: ClassVar[str] = "reply.stats"
+    direction: ClassVar[str] = "up"
+    d_loss: float = 0.0
+    d_real: float = 0.0  # mean D(x) on real samples, a probability
+    d_fake: float = 0.0  # mean D(G(z)), a probability
+    steps: int = 0
+    epsilon: float = 0.0
+
+
+@dataclass(frozen=True)
+class Feedback(Message):
+    """D_j's logits on generated images and their gradient with respect to those images."""
+
+    kind: ClassVar[str] = "reply.feedback"
+    direction: ClassVar[str] = "up"
+    stats: DiscriminatorStats
+    logits: torch.Tensor  # [S', B]
+    input_gradients: torch.Tensor  # [S', B, C, H, W]
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        _shape(sender, self.kind, "logits", self.logits, (None, None))
+        _steps_batches(sender, self.kind, "input_gradients", self.input_gradients, expect)
+        if self.logits.shape != self.input_gradients.shape[:2]:
+            raise ProtocolError(f"{sender}: {self.kind} logits {tuple(self.logits.shape)} do not match "
+                                f"gradients {tuple(self.input_gradients.shape)}")
+
+    def scalars(self) -> dict[str, Scalar]:
+        return {f"stats/{k}": v for k, v in self.stats.scalars().items()}
+
+
+@dataclass(frozen=True)
+class DeltaUpload(Message):
+    """server-d: the selected entries of D_j's weight change over this request."""
+
+    kind: ClassVar[str] = "reply.deltas"
+    direction: ClassVar[str] = "up"
+    stats: DiscriminatorStats
+    indices: torch.Tensor  # int64 [k] into the flat D parameter vector
+    values: torch.Tensor  # float32 [k]
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        _shape(sender, self.kind, "indices", self.indices, (None,), torch.int64)
+        _shape(sender, self.kind, "values", self.values, (len(self.indices),))
+
+    def scalars(self) -> dict[str, Scalar]:
+        return {f"stats/{k}": v for k, v in self.stats.scalars().items()}
+
+
+@dataclass(frozen=True)
+class WeightsReply(Message):
+    """Weights of a party's networks (fedgan, local-only, md-gan swap). ``g_loss`` when G trained."""
+
+    kind: ClassVar[str] = "reply.weights"
+    direction: ClassVar[str] = "up"
+    stats: DiscriminatorStats
+    generator: Weights | None = None
+    discriminator: Weights | None = None
+    g_loss: float = 0.0
+
+    def scalars(self) -> dict[str, Scalar]:
+        return {"g_loss": self.g_loss, **{f"stats/{k}": v for k, v in self.stats.scalars().items()}}
+
+
+@dataclass(frozen=True)
+class Description(Message):
+    """Public statistics of a party: sample count and label histogram (counts, never samples)."""
+
+    kind: ClassVar[str] = "reply.description"
+    direction: ClassVar[str] = "up"
+    samples: int
+    label_counts: torch.Tensor  # int64 [num_labels]; empty for unlabelled data
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        _shape(sender, self.kind, "label_counts", self.label_counts, (None,), torch.int64)
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """A request done, nothing to report."""
+
+    kind: ClassVar[str] = "reply.ack"
+    direction: ClassVar[str] = "up"
+
+
+REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
+                                       ExportDiscriminator, ImportDiscriminator, SaveState, LoadState, Describe)
+REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack)
+MESSAGE_TYPES: dict[str, type[Message]] = {cls.kind: cls for cls in REQUESTS + REPLIES}
+
+
+# -- transport-neutral encoding ----------------------------------------------------------------
+def encode(message: Message) -> tuple[str, dict[str, torch.Tensor], dict[str, Scalar]]:
+    """(kind, tensors, scalars): what any transport needs to carry the message."""
+    tensors = {key: value.detach().cpu().contiguous() for key, value in message.tensors().items()}
+    for name, value in _nested_stats(message).items():
+        tensors.update({f"{name}/{k}": v for k, v in value.tensors().items()})
+    return message.kind, tensors, message.scalars()
+
+
+def decode(kind: str, tensors: dict[str, torch.Tensor], scalars: dict[str, Scalar]) -> Message:
+    """Rebuild a message; unknown kinds and fields are protocol errors, never ignored."""
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        hint = hints[f.name]
+        if hint is DiscriminatorStats:
+            prefix = f"{f.name}/"
+            values[f.name] = DiscriminatorStats(**{k[len(prefix):]: v for k, v in scalars.items()
+                                                   if k.startswith(prefix)})
+        elif f.name in tensors:
+            values[f.name] = tensors[f.name]
+        elif f.name in scalars:
+            values[f.name] = scalars[f.name]
+        elif any(key.startswith(f"{f.name}/") for key in tensors):
+            prefix = f"{f.name}/"
+            values[f.name] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        elif "dict" in str(hint) and "None" not in str(hint):
+            values[f.name] = {}
+    known_tensors = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in tensors:
+        if key.split("/", 1)[0] not in known_tensors:
+            raise ProtocolError(f"{kind}: unexpected field {key!r}")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ProtocolError(f"{kind}: malformed message ({error})") from None
+
+
+def _nested_stats(message: Message) -> dict[str, Message]:
+    return {f.name: getattr(message, f.name) for f in dataclasses.fields(message)  # type: ignore[arg-type]
+            if isinstance(getattr(message, f.name), Message)}

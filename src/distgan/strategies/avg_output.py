@@ -1,0 +1,29 @@
+"""avg-output (the paper's Alg. 2): G trained on the average of all parties' D outputs.
+
+Each round every party trains D_j on real vs the same fakes and returns D_j's logits and
+d logit / d image on them. G's loss is ``BCE(sum_j w_j D_j(G(z)), 1)`` (equal weights, or by data
+size with ``strategy.weighted``); its gradient is assembled exactly on the platform by the chain
+rule (:func:`distgan.losses.generator_input_gradient`).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from distgan import protocol as p
+from distgan.runtime.base import Parties
+from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
+
+
+@STRATEGIES.register("avg-output", "Alg. 2: G trains on the (weighted) mean of all parties' D outputs")
+class AverageOutput(Strategy):
+    name = "avg-output"
+
+    def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
+        batches = self.trainer.fakes(self.local_steps)
+        replies = only(parties.request_all(p.TrainDiscriminator(batches.images, feedback=True), selected),
+                       p.Feedback)
+        answered = sorted(replies)
+        feedback = [cast(p.Feedback, replies[j]) for j in answered]
+        g_loss = self.trainer.step_on_feedback(batches, feedback, self.party_weights(answered)) if feedback else 0.0
+        return RoundResult(g_loss, {j: f.stats for j, f in zip(answered, feedback)})

@@ -1,0 +1,151 @@
+"""A training run from start to end: run folder, parties, strategy, coordinator, resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from distgan import protocol as p
+from distgan.assembly import make_factory, plan_data, resolve_device
+from distgan.checkpoint import CheckpointError, atomic_write_text
+from distgan.config import Config
+from distgan.coordinator import Coordinator, checkpoint_stems
+from distgan.generator import GeneratorTrainer
+from distgan.plots import plot_losses, read_jsonl
+from distgan.runtime.base import Parties
+from distgan.runtime.local import build_local_parties
+from distgan.strategies import STRATEGIES, StrategyContext
+
+log = logging.getLogger("distgan")
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used as asked."""
+
+
+def default_run_dir(config: Config, root: Path = Path("runs")) -> Path:
+    numbers = [int(m.group(1)) for d in root.glob("*") if (m := re.match(r"(\d{5})-", d.name))]
+    return root / f"{max(numbers, default=-1) + 1:05d}-{config.strategy.name}-{config.data.parties}p"
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: exists and is not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunFolderError(f"{run_dir}: folder exists and is not empty; use --resume {run_dir} to continue "
+                                 "that run, or --overwrite to replace it")
+        import shutil
+
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise RunFolderError(f"{run_dir}: cannot write the run folder ({error.strerror or error})") from None
+
+
+def load_run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: no such run folder")
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: not a distgan run (no config.json)")
+    return Config.load(path)
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return [f"{key}: {flat_a.get(key)!r} != {flat_b.get(key)!r}" for key in sorted(set(flat_a) | set(flat_b))
+            if flat_a.get(key) != flat_b.get(key)]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def setup_logging(run_dir: Path, quiet: bool = False) -> None:
+    logger = logging.getLogger("distgan")
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_distgan", False):
+            logger.removeHandler(handler)
+            handler.close()
+    file_handler = logging.FileHandler(run_dir / "log.txt")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handlers: list[logging.Handler] = [file_handler]
+    if not quiet:
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(console)
+    for handler in handlers:
+        handler._distgan = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = None) -> Coordinator:
+    """Everything a run needs, wired; ``parties`` may come from another runtime (e.g. Flower)."""
+    strategy_class = STRATEGIES.get(config.strategy.name)
+    torch.manual_seed(config.runtime.seed)  # only for libraries that draw from the global RNG
+    plan = plan_data(config)
+    factory = make_factory(config, plan)
+    expectations = p.Expectations(factory.image_shape, config.train.batch_size, config.train.local_steps * 4)
+    if parties is None:
+        parties = build_local_parties(config, run_dir, strategy_class.pooled_data, expectations)
+    descriptions = parties.request_all(p.Describe())
+    sizes = {}
+    for party, description in sorted(descriptions.items()):
+        assert isinstance(description, p.Description)
+        sizes[party] = description.samples
+        labels = [i for i, c in enumerate(description.label_counts.tolist()) if c > 0]
+        log.info("party %d: %d samples, labels %s", party, description.samples, labels or "unlabelled")
+    atomic_write_text(run_dir / "parties.json", json.dumps(
+        {str(j): {"samples": sizes[j], "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
+         for j in sizes}, indent=1))
+    trainer = GeneratorTrainer(factory, config.train, config.runtime.seed, resolve_device(config.runtime.device))
+    strategy = strategy_class(StrategyContext(config, trainer, factory, sizes))
+    return Coordinator(config, run_dir, parties, strategy)
+
+
+def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> Coordinator:
+    """Run (or continue) training in ``run_dir``; the caller has checked the folder."""
+    if not resume:
+        atomic_write_text(run_dir / "config.json", config.to_json())
+    setup_logging(run_dir, quiet)
+    log.info("run folder: %s", run_dir)
+    coordinator = build_coordinator(config, run_dir)
+    try:
+        if resume and checkpoint_stems(coordinator.checkpoint_dir):
+            restored = coordinator.restore_latest()
+            log.info("resumed from the checkpoint of round %d", restored)
+        elif resume:
+            log.info("no checkpoint yet: starting %s from round 0", run_dir)
+            (run_dir / "stats.jsonl").unlink(missing_ok=True)
+        coordinator.run()
+        finish(coordinator)
+    finally:
+        coordinator.parties.close()
+    return coordinator
+
+
+def finish(coordinator: Coordinator) -> None:
+    """What every run writes at its end: loss plot (metrics and report hook in via end_hooks)."""
+    plot_losses(read_jsonl(coordinator.stats_path), coordinator.run_dir / "losses.png",
+                f"{coordinator.config.strategy.name}, {coordinator.parties.count} parties")
+
+
+__all__ = ["CheckpointError", "RunFolderError", "build_coordinator", "check_new_run_dir", "config_differences",
+           "default_run_dir", "load_run_config", "train"]
