@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from distgan.data.sources import LabelledImages
 from distgan.losses import discriminator_loss, generator_loss
 from distgan.models import ModelFactory
 from distgan.seeding import derive_seed, make_generator, seeded
+
+if TYPE_CHECKING:
+    from distgan.privacy.mechanisms import PartyPrivacy
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -73,7 +76,7 @@ class Party:
 
     def __init__(self, party_id: int, data: LabelledImages, factory: ModelFactory, train: TrainConfig,
                  seed: int, state_dir: Path | None = None, device: torch.device | str = "cpu",
-                 num_labels: int = 0) -> None:
+                 num_labels: int = 0, privacy: PartyPrivacy | None = None) -> None:
         if len(data) == 0:
             raise ValueError(f"party {party_id}: no samples")
         self.party_id = party_id
@@ -88,6 +91,10 @@ class Party:
         self._rng = make_generator(seed, "party", party_id)
         self.discriminator = build_discriminator(factory, seed).to(self._device)
         self.d_optimizer = adam(self.discriminator, train.lr_d, train)
+        # Differential privacy (distgan.privacy): runs the D phase under DP-SGD and filters every reply.
+        self.privacy = privacy
+        if privacy is not None:
+            privacy.attach(self.discriminator, self.d_optimizer, data, self._device)
         self._local_generator: nn.Module | None = None
         self._g_optimizer: torch.optim.Optimizer | None = None
         self._handlers: dict[type[p.Message], Callable[[Any], p.Message]] = {
@@ -114,7 +121,8 @@ class Party:
         if handler is None:
             raise p.ProtocolError(f"{self.name}: no handler for {type(request).__name__}")
         request.validate("coordinator", self.expectations)
-        return handler(request)
+        reply = handler(request)
+        return reply if self.privacy is None else self.privacy.release(reply)
 
     # -- the D phase ------------------------------------------------------------------------------
     def _real_batch(self, size: int) -> torch.Tensor:
@@ -123,6 +131,8 @@ class Party:
 
     def _discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
         """One D step per generated batch: real batch of the same size vs that batch."""
+        if self.privacy is not None and self.privacy.private_discriminator:
+            return self.privacy.discriminator_steps(fakes)
         self.discriminator.train()
         totals = torch.zeros(3)
         for fake in fakes.to(self._device):
@@ -214,7 +224,8 @@ class Party:
     def _describe(self, request: p.Describe) -> p.Message:
         labels = self._data.labels[self._data.labels >= 0]
         counts = torch.bincount(labels, minlength=self._num_labels) if len(labels) else torch.zeros(0)
-        return p.Description(samples=len(self._data), label_counts=counts.long())
+        return p.Description(samples=len(self._data), label_counts=counts.long(),
+                             image_shape=torch.tensor(self._factory.image_shape, dtype=torch.int64))
 
     # -- state ----------------------------------------------------------------------------------
     def _state_stem(self, round_index: int) -> Path:
@@ -222,16 +233,27 @@ class Party:
             raise p.ProtocolError(f"{self.name}: no state folder configured, cannot checkpoint")
         return self._state_dir / f"round-{round_index:07d}"
 
-    def _save_state(self, request: p.SaveState) -> p.Message:
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The party's whole mutable state (D, optimizers, RNG, local G) as tensors plus JSON-able
+        meta: what SaveState writes, and what a runtime that restarts the party between requests
+        (Flower deployment) carries over."""
         tensors = prefixed("discriminator", self.discriminator.state_dict())
         d_opt, d_opt_meta = optimizer_to_tensors(self.d_optimizer, "d_optimizer")
         tensors.update(d_opt)
         tensors["rng"] = self._rng.get_state()
-        meta: dict[str, Any] = {"party": self.party_id, "round": request.round, "d_optimizer": d_opt_meta}
+        meta: dict[str, Any] = {"party": self.party_id, "d_optimizer": d_opt_meta}
         if self._local_generator is not None and self._g_optimizer is not None:
             tensors.update(prefixed("generator", self._local_generator.state_dict()))
             g_opt, meta["g_optimizer"] = optimizer_to_tensors(self._g_optimizer, "g_optimizer")
             tensors.update(g_opt)
+        if self.privacy is not None:
+            privacy_tensors, meta["privacy"] = self.privacy.state()
+            tensors.update(prefixed("privacy", privacy_tensors))
+        return tensors, meta
+
+    def _save_state(self, request: p.SaveState) -> p.Message:
+        tensors, meta = self.state_tensors()
+        meta["round"] = request.round
         save_checkpoint(self._state_stem(request.round), tensors, meta)
         self._prune_states(keep=request.round)
         return p.Ack()
@@ -245,7 +267,11 @@ class Party:
                 stem.with_suffix(suffix).unlink(missing_ok=True)
 
     def _load_state(self, request: p.LoadState) -> p.Message:
-        tensors, meta = load_checkpoint(self._state_stem(request.round))
+        self.load_state_tensors(*load_checkpoint(self._state_stem(request.round)))
+        return p.Ack()
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`state_tensors` returned."""
         self.discriminator.load_state_dict(unprefixed("discriminator", tensors))
         optimizer_from_tensors(self.d_optimizer, "d_optimizer", tensors, meta["d_optimizer"])
         self._rng.set_state(tensors["rng"])
@@ -254,7 +280,10 @@ class Party:
             generator.load_state_dict(unprefixed("generator", tensors))
             assert self._g_optimizer is not None
             optimizer_from_tensors(self._g_optimizer, "g_optimizer", tensors, meta["g_optimizer"])
-        return p.Ack()
+        if self.privacy is not None:
+            if "privacy" not in meta:
+                raise ValueError(f"{self.name}: the saved state has no privacy ledger, but this run is private")
+            self.privacy.load_state(unprefixed("privacy", tensors), meta["privacy"])
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:

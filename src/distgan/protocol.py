@@ -288,15 +288,20 @@ class WeightsReply(Message):
 
 @dataclass(frozen=True)
 class Description(Message):
-    """Public statistics of a party: sample count and label histogram (counts, never samples)."""
+    """Public statistics of a party: sample count, label histogram (counts, never samples) and the
+    image shape its data comes in, so a coordinator without data (a Flower ServerApp) can build G."""
 
     kind: ClassVar[str] = "reply.description"
     direction: ClassVar[str] = "up"
     samples: int
     label_counts: torch.Tensor  # int64 [num_labels]; empty for unlabelled data
+    image_shape: torch.Tensor | None = None  # int64 [3]: channels, height, width
 
     def check(self, sender: str, expect: Expectations) -> None:
         _shape(sender, self.kind, "label_counts", self.label_counts, (None,), torch.int64)
+        _shape(sender, self.kind, "image_shape", self.image_shape, (3,), torch.int64)
+        if self.image_shape is not None and not bool((self.image_shape > 0).all()):
+            raise ProtocolError(f"{sender}: {self.kind}.image_shape {self.image_shape.tolist()} must be positive")
 
 
 @dataclass(frozen=True)

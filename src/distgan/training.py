@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 
 from distgan import protocol as p
-from distgan.assembly import make_factory, plan_data, resolve_device
+from distgan.assembly import plan_data, resolve_device
 from distgan.checkpoint import CheckpointError, atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator, checkpoint_stems
 from distgan.generator import GeneratorTrainer
+from distgan.models import build_models
 from distgan.plots import plot_losses, read_jsonl
 from distgan.runtime.base import Parties
 from distgan.runtime.local import build_local_parties
@@ -100,12 +101,15 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
     """Everything a run needs, wired; ``parties`` may come from another runtime (e.g. Flower)."""
     strategy_class = STRATEGIES.get(config.strategy.name)
     torch.manual_seed(config.runtime.seed)  # only for libraries that draw from the global RNG
-    plan = plan_data(config)
-    factory = make_factory(config, plan)
-    expectations = p.Expectations(factory.image_shape, config.train.batch_size, config.train.local_steps * 4)
     if parties is None:
-        parties = build_local_parties(config, run_dir, strategy_class.pooled_data, expectations)
+        image_shape = plan_data(config).data.shape
+        parties = build_local_parties(config, run_dir, strategy_class.pooled_data,
+                                      run_expectations(config, image_shape))
     descriptions = parties.request_all(p.Describe())
+    # Remote parties (Flower) hold the data, the coordinator none: the image shape comes from them.
+    image_shape = described_image_shape(descriptions)
+    parties.expectations = run_expectations(config, image_shape)
+    factory = build_models(config.model, image_shape)
     sizes = {}
     for party, description in sorted(descriptions.items()):
         assert isinstance(description, p.Description)
@@ -120,13 +124,32 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
     return Coordinator(config, run_dir, parties, strategy)
 
 
-def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> Coordinator:
-    """Run (or continue) training in ``run_dir``; the caller has checked the folder."""
+def run_expectations(config: Config, image_shape: tuple[int, int, int]) -> p.Expectations:
+    return p.Expectations(image_shape, config.train.batch_size, config.train.local_steps * 4)
+
+
+def described_image_shape(descriptions: dict[int, p.Message]) -> tuple[int, int, int]:
+    """The one image shape every party reported; parties that disagree cannot train one G."""
+    shapes = {j: tuple(d.image_shape.tolist()) for j, d in descriptions.items()  # type: ignore[attr-defined]
+              if getattr(d, "image_shape", None) is not None}
+    if not shapes:
+        raise ValueError("no party reported its image shape (Describe reply without image_shape)")
+    if len(set(shapes.values())) > 1:
+        raise ValueError("parties hold images of different shapes: " + ", ".join(
+            f"party {j}: {'x'.join(map(str, shape))}" for j, shape in sorted(shapes.items())))
+    channels, height, width = next(iter(shapes.values()))
+    return int(channels), int(height), int(width)
+
+
+def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
+          parties: Parties | None = None) -> Coordinator:
+    """Run (or continue) training in ``run_dir``; the caller has checked the folder. ``parties``
+    from another runtime (Flower's ServerApp passes its own); None builds the local runtime."""
     if not resume:
         atomic_write_text(run_dir / "config.json", config.to_json())
     setup_logging(run_dir, quiet)
     log.info("run folder: %s", run_dir)
-    coordinator = build_coordinator(config, run_dir)
+    coordinator = build_coordinator(config, run_dir, parties)
     try:
         if resume and checkpoint_stems(coordinator.checkpoint_dir):
             restored = coordinator.restore_latest()
