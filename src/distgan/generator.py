@@ -15,7 +15,7 @@ from torch import nn
 
 from distgan import protocol as p
 from distgan.config import TrainConfig
-from distgan.losses import generator_input_gradient, generator_loss
+from distgan.losses import GeneratorLoss, generator_input_gradient, generator_loss
 from distgan.models import ModelFactory
 from distgan.party import adam, build_generator
 from distgan.seeding import make_generator
@@ -54,8 +54,10 @@ class GeneratorTrainer:
         return FakeBatches(latents, torch.stack(images).float().cpu(), first)
 
     def step_on_feedback(self, batches: FakeBatches, feedback: Sequence[p.Feedback],
-                         weights: torch.Tensor | None = None) -> float:
-        """One G step per generated batch on the combined feedback of one or more discriminators.
+                         weights: torch.Tensor | None = None,
+                         loss_of_logits: GeneratorLoss = generator_loss) -> float:
+        """One G step per generated batch on the combined feedback of one or more discriminators
+        (combined by ``loss_of_logits``: the paper's mean probability unless told otherwise).
 
         Step s uses G's current output for latents s: for s = 0 that is exactly the batch the
         parties scored; for s > 0 G has moved since, and their gradient is one step stale (the
@@ -65,7 +67,8 @@ class GeneratorTrainer:
         gradients = torch.stack([f.input_gradients for f in feedback])  # [J, S, B, C, H, W]
         losses = []
         for step in range(logits.shape[1]):
-            loss, image_gradient = generator_input_gradient(logits[:, step], gradients[:, step], weights)
+            loss, image_gradient = generator_input_gradient(logits[:, step], gradients[:, step], weights,
+                                                           loss_of_logits)
             output = batches.first_graph if step == 0 and batches.first_graph is not None else \
                 self.module(batches.latents[step].to(self.device))
             self.optimizer.zero_grad(set_to_none=True)
@@ -84,7 +87,7 @@ class GeneratorTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
         return total / steps
 
     @torch.no_grad()

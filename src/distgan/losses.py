@@ -8,6 +8,8 @@ Discriminators hand us logits; everything is computed in log space so no sigmoid
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -36,15 +38,33 @@ def generator_loss(logits: torch.Tensor, weights: torch.Tensor | None = None) ->
     return -mixed.mean()
 
 
+def mean_of_generator_losses(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_j w_j mean_b softplus(-l_jb)``: the weighted mean of each discriminator's *own*
+    non-saturating G loss, for logits ``[J, B]``. Its gradient is the weighted mean of the per-party
+    error feedback, MD-GAN's rule (Hardy et al. 2019), unlike :func:`generator_loss`, which
+    averages the probabilities first (the paper's Alg. 2)."""
+    if logits.dim() == 1:
+        logits = logits.unsqueeze(0)
+    if weights is None:
+        weights = torch.full((logits.shape[0],), 1.0 / logits.shape[0], dtype=logits.dtype)
+    return (weights.to(logits) * F.softplus(-logits).mean(dim=1)).sum()
+
+
+GeneratorLoss = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""A G loss of logits ``[J, B]`` and weights ``[J]``: :func:`generator_loss` or :func:`mean_of_generator_losses`."""
+
+
 def generator_input_gradient(logits: torch.Tensor, input_gradients: torch.Tensor,
-                             weights: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+                             weights: torch.Tensor | None = None,
+                             loss_of_logits: GeneratorLoss = generator_loss) -> tuple[float, torch.Tensor]:
     """Exact dL_G/dx from each discriminator's logits ``[J, B]`` and ``dl_j/dx`` ``[J, B, ...]``.
 
     By the chain rule ``dL/dx_b = sum_j (dL/dl_jb) (dl_jb/dx_b)``, exact whenever a discriminator
     scores each sample on its own (MLPs, DCGAN without batch norm). Returns the loss and ``[B, ...]``.
+    ``loss_of_logits`` picks how the discriminators combine (default: the paper's mean probability).
     """
     leaf = logits.detach().clone().requires_grad_(True)
-    loss = generator_loss(leaf, weights)
+    loss = loss_of_logits(leaf, weights)
     (upstream,) = torch.autograd.grad(loss, leaf)
     shape = upstream.shape + (1,) * (input_gradients.dim() - upstream.dim())
     return float(loss.detach()), (upstream.view(shape) * input_gradients).sum(dim=0)

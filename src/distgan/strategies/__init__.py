@@ -1,7 +1,14 @@
 """Training strategies, one file each (registry: ``STRATEGIES``)."""
 
+# Importing each strategy module registers it in STRATEGIES.
+from distgan.strategies import (  # noqa: F401
+    avg_output,
+    fedgan,
+    local_only,
+    md_gan,
+    round_robin,
+    server_d,
+)
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext
-
-from distgan.strategies import avg_output, round_robin  # noqa: E402,F401,I001  (register)
 
 __all__ = ["STRATEGIES", "RoundResult", "Strategy", "StrategyContext"]
