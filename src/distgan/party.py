@@ -208,14 +208,16 @@ class Party:
             self._g_optimizer.zero_grad(set_to_none=True)
             g_loss.backward()
             self._g_optimizer.step()
-            totals += torch.tensor([stats.d_loss, stats.d_real, stats.d_fake, float(g_loss)])
+            totals += torch.tensor([stats.d_loss, stats.d_real, stats.d_fake, float(g_loss.detach())])
         d_loss, d_real, d_fake, g_mean = (totals / request.steps).tolist()
         return p.WeightsReply(
             p.DiscriminatorStats(d_loss=d_loss, d_real=d_real, d_fake=d_fake, steps=request.steps),
-            generator=_cpu_state(generator), discriminator=_cpu_state(self.discriminator), g_loss=g_mean)
+            generator=cpu_state_dict(generator) if request.return_generator else None,
+            discriminator=cpu_state_dict(self.discriminator) if request.return_discriminator else None,
+            g_loss=g_mean)
 
     def _export_discriminator(self, request: p.ExportDiscriminator) -> p.Message:
-        return p.WeightsReply(p.DiscriminatorStats(), discriminator=_cpu_state(self.discriminator))
+        return p.WeightsReply(p.DiscriminatorStats(), discriminator=cpu_state_dict(self.discriminator))
 
     def _import_discriminator(self, request: p.ImportDiscriminator) -> p.Message:
         self.discriminator.load_state_dict(request.discriminator)
@@ -286,5 +288,5 @@ class Party:
             self.privacy.load_state(unprefixed("privacy", tensors), meta["privacy"])
 
 
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}

@@ -162,13 +162,15 @@ class TrainAndUpload(Message):
 @dataclass(frozen=True)
 class TrainLocalGAN(Message):
     """fedgan / local-only: load the given weights (when set), train the party's own G and D
-    for ``steps`` steps, return both."""
+    for ``steps`` steps, return the weights asked for."""
 
     kind: ClassVar[str] = "train.local_gan"
     direction: ClassVar[str] = "down"
     steps: int
     generator: Weights | None = None
     discriminator: Weights | None = None
+    return_generator: bool = True
+    return_discriminator: bool = True
 
     def check(self, sender: str, expect: Expectations) -> None:
         if not 1 <= self.steps <= expect.max_steps:

@@ -17,7 +17,7 @@ import torch
 
 from distgan import protocol as p
 from distgan.checkpoint import prefixed, unprefixed
-from distgan.party import _cpu_state, build_discriminator
+from distgan.party import build_discriminator, cpu_state_dict
 from distgan.runtime.base import Parties
 from distgan.strategies.averaging import average_states
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
@@ -34,8 +34,8 @@ class FedGAN(Strategy):
         self.global_d.requires_grad_(False)
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
-        request = p.TrainLocalGAN(steps=self.local_steps, generator=_cpu_state(self.trainer.module),
-                                  discriminator=_cpu_state(self.global_d))
+        request = p.TrainLocalGAN(steps=self.local_steps, generator=cpu_state_dict(self.trainer.module),
+                                  discriminator=cpu_state_dict(self.global_d))
         replies = only(parties.request_all(request, selected), p.WeightsReply)
         answered = sorted(replies)
         if not answered:

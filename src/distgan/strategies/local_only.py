@@ -6,8 +6,8 @@ platform's generator is never trained. The run's output is **party 0's generator
 holder gets alone**, the yardstick that shows what collaboration adds. The platform keeps a copy of
 it, refreshed from party 0's reply, to draw sample grids and serve ``distgan sample``.
 
-The reply carries every party's G and D weights (the protocol's ``WeightsReply``); only party 0's
-G is kept, so the run's ``bytes_up`` overstates what a real local-only deployment would send.
+Only party 0 is asked to return its generator (for grids and sampling); the others return
+statistics alone, so ``bytes_up`` counts only what a real local-only deployment would send.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ class LocalOnly(Strategy):
         self.reported_generator.requires_grad_(False)
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
-        replies = only(parties.request_all(p.TrainLocalGAN(steps=self.local_steps), selected), p.WeightsReply)
+        replies = only(parties.request({j: p.TrainLocalGAN(steps=self.local_steps, return_generator=j == REPORTED_PARTY,
+                                                          return_discriminator=False) for j in selected}),
+                       p.WeightsReply)
         answered = sorted(replies)
         weights = {j: cast(p.WeightsReply, replies[j]) for j in answered}
         reported = weights.get(REPORTED_PARTY)
