@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ from distgan import protocol as p
 from distgan.assembly import plan_data, resolve_device
 from distgan.checkpoint import CheckpointError, atomic_write_text
 from distgan.config import Config
-from distgan.coordinator import Coordinator, checkpoint_stems
+from distgan.coordinator import Coordinator, RoundHook, checkpoint_stems
 from distgan.generator import GeneratorTrainer
 from distgan.models import build_models
 from distgan.plots import plot_losses, read_jsonl
@@ -142,14 +143,16 @@ def described_image_shape(descriptions: dict[int, p.Message]) -> tuple[int, int,
 
 
 def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
-          parties: Parties | None = None) -> Coordinator:
+          parties: Parties | None = None, round_hooks: Sequence[RoundHook] = ()) -> Coordinator:
     """Run (or continue) training in ``run_dir``; the caller has checked the folder. ``parties``
-    from another runtime (Flower's ServerApp passes its own); None builds the local runtime."""
+    from another runtime (Flower's ServerApp passes its own, and a hook adding its message
+    overhead to each round's stats); None builds the local runtime."""
     if not resume:
         atomic_write_text(run_dir / "config.json", config.to_json())
     setup_logging(run_dir, quiet)
     log.info("run folder: %s", run_dir)
     coordinator = build_coordinator(config, run_dir, parties)
+    coordinator.hooks.extend(round_hooks)
     try:
         if resume and checkpoint_stems(coordinator.checkpoint_dir):
             restored = coordinator.restore_latest()
