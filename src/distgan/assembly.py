@@ -64,6 +64,11 @@ def build_party(config: Config, plan: DataPlan, party_id: int, run_dir: Path, po
     """Party ``party_id`` with its share (or, for the centralized baseline, the pooled shares)."""
     index = torch.cat(plan.shares.indices) if pooled else plan.shares.indices[party_id]
     share = plan.data.subset(index, name=f"party {party_id}")
+    privacy = None
+    if config.privacy.enabled:  # imported only then: Opacus takes seconds to import
+        from distgan.privacy.mechanisms import build_party_privacy
+
+        privacy = build_party_privacy(config, party_id, len(share))
     return Party(party_id, share, make_factory(config, plan), config.train, config.runtime.seed,
                  state_dir=run_dir / "parties" / f"party-{party_id}",
-                 device=resolve_device(config.runtime.device), num_labels=plan.num_labels)
+                 device=resolve_device(config.runtime.device), num_labels=plan.num_labels, privacy=privacy)

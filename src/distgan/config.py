@@ -153,6 +153,9 @@ class PrivacyConfig:
     """Per-sample clipping bound C (Opacus's name)."""
     noise_multiplier: float | None = None
     """Explicit noise multiplier sigma; when set, epsilon is only a budget that stops the run."""
+    mechanism: str = "auto"
+    """How a party is made private (docs/PRIVACY.md): ``dp-sgd`` on its discriminator (``auto``: every
+    strategy) or ``gradient-sanitizer`` (GS-WGAN) on the feedback of feedback-only strategies."""
 
     def __post_init__(self) -> None:
         if self.epsilon is not None:
@@ -163,6 +166,7 @@ class PrivacyConfig:
         _positive_float("privacy.max_grad_norm", self.max_grad_norm)
         if self.noise_multiplier is not None:
             _positive_float("privacy.noise_multiplier", self.noise_multiplier)
+        _choice("privacy.mechanism", self.mechanism, ("auto", "dp-sgd", "gradient-sanitizer"))
 
     @property
     def enabled(self) -> bool:
@@ -224,6 +228,11 @@ class Config:
         if self.train.parties_per_round is not None:
             _require(self.train.parties_per_round <= self.data.parties, "train.parties_per_round",
                      self.train.parties_per_round, f"must not exceed data.parties={self.data.parties}")
+        if self.privacy.enabled and self.privacy.mechanism != "gradient-sanitizer":
+            # DP-SGD clips per-sample gradients; batch norm mixes the samples of a batch (Opacus refuses it).
+            _require(not (self.model.name == "dcgan" and self.model.norm == "batch"), "model.norm", self.model.norm,
+                     "differential privacy (DP-SGD on the discriminator) needs per-sample gradients, which batch "
+                     "norm mixes across the batch; use --set model.norm=group or none")
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from distgan.checkpoint import (
 )
 from distgan.config import Config
 from distgan.images import save_grid
+from distgan.privacy.budget import BudgetMonitor
 from distgan.runtime.base import Parties
 from distgan.seeding import make_generator
 from distgan.strategies.base import RoundResult, Strategy
@@ -79,6 +80,10 @@ class Coordinator:
         self.elapsed_s = 0.0
         self.hooks: list[RoundHook] = []
         self.end_hooks: list[Callable[[Coordinator], None]] = []
+        self.stop_reason: str | None = None
+        """Set by a round hook to end the run cleanly after the current round (checkpoint, samples, report)."""
+        if config.privacy.enabled:
+            self.hooks.append(BudgetMonitor(config))
         self.grid_latents = torch.randn(GRID_SAMPLES, self.trainer.factory.latent_dim,
                                         generator=make_generator(config.runtime.seed, "grid-latents"))
         self._selection_rng = make_generator(config.runtime.seed, "party-selection")
@@ -120,6 +125,12 @@ class Coordinator:
                     if self.round % out.checkpoint_every == 0 or self.round == total:
                         stats_file.flush()
                         self.save_checkpoint()
+                    if self.stop_reason is not None and self.round < total:
+                        stats_file.flush()
+                        log.warning("stopping after round %d of %d: %s", self.round, total, self.stop_reason)
+                        self.save_samples()
+                        self.save_checkpoint()
+                        break
         except KeyboardInterrupt:
             log.warning("interrupted at round %d: writing a checkpoint so --resume continues from here", self.round)
             self.save_checkpoint()

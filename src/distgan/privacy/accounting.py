@@ -1,0 +1,210 @@
+"""A party's privacy plan and ledger, on Opacus's RDP accountant (nothing hand-written here).
+
+The plan fixes, before training, the three numbers of a sampled Gaussian mechanism (Opacus's
+vocabulary): ``noise_multiplier`` sigma, ``sample_rate`` q and the number of planned steps, plus
+``target_delta``. Given a target epsilon, sigma comes from
+:func:`opacus.accountants.utils.get_noise_multiplier` over the planned steps; given an explicit
+sigma, epsilon (if any) is only a budget. The ledger is an :class:`opacus.accountants.RDPAccountant`
+that the party steps once per mechanism invocation and asks for epsilon spent; it refuses, before
+any privacy is spent, a request that would take the party over its budget.
+
+Planned steps: ``(train.rounds + 1) x local_steps x MESSAGES_PER_ROUND`` mechanism invocations,
+times the batch size for the gradient sanitizer (see :mod:`distgan.privacy.mechanisms`). The one
+extra round of margin keeps the coordinator's conservative budget check (which extrapolates the
+last round's spend, see :mod:`distgan.privacy.budget`) from stopping a planned run one round early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+from opacus.accountants import RDPAccountant
+from opacus.accountants.analysis import rdp as privacy_analysis
+from opacus.accountants.utils import get_noise_multiplier
+
+from distgan.config import Config
+
+MESSAGES_PER_ROUND: dict[str, int] = {}
+"""Messages that spend privacy per party and round, for strategies sending more than one (default 1)."""
+
+
+class PrivacyBudgetExhausted(RuntimeError):
+    """A party refused a request because answering it would spend more than its epsilon budget."""
+
+
+def default_delta(samples: int) -> float:
+    """``min(1e-5, 1/n)``: delta must be well below 1/n, the chance of leaking one record outright."""
+    return min(1e-5, 1.0 / samples)
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """One party's mechanism and its parameters, fixed before training."""
+
+    mechanism: str
+    """``dp-sgd`` or ``gradient-sanitizer``."""
+    noise_multiplier: float
+    """sigma: noise standard deviation over the sensitivity of one step."""
+    sample_rate: float
+    """q: the probability that one record takes part in one step (1 when nothing is subsampled)."""
+    target_delta: float
+    max_grad_norm: float
+    """C, the per-sample clipping bound."""
+    epsilon_budget: float | None
+    """The run stops before a party would spend more; None: no budget (explicit sigma only)."""
+    planned_steps: int
+    """Accountant steps the noise was calibrated for (0 when sigma was given)."""
+    accountant_steps_per_step: int = 1
+    """Accountant steps per mechanism invocation: 1 for DP-SGD, the batch size for the sanitizer."""
+
+    def describe(self) -> str:
+        budget = "none" if self.epsilon_budget is None else f"{self.epsilon_budget:g}"
+        return (f"{self.mechanism}: noise_multiplier={self.noise_multiplier:.4g}, sample_rate={self.sample_rate:.4g}, "
+                f"max_grad_norm={self.max_grad_norm:g}, delta={self.target_delta:.3g}, epsilon budget {budget}")
+
+
+def planned_mechanism_steps(config: Config) -> int:
+    """Mechanism invocations one party makes in a full run (one more round as margin)."""
+    per_round = MESSAGES_PER_ROUND.get(config.strategy.name, 1)
+    return (config.train.rounds + 1) * config.train.local_steps * per_round
+
+
+def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
+    """The plan of a party holding ``samples`` records (its sample rate and delta depend on them)."""
+    privacy = config.privacy
+    if not privacy.enabled:
+        raise ValueError("privacy is off: set privacy.epsilon or privacy.noise_multiplier")
+    if samples <= 0:
+        raise ValueError(f"a private party needs samples, got {samples}")
+    batch = config.train.batch_size
+    delta = privacy.delta if privacy.delta is not None else default_delta(samples)
+    if mechanism == "dp-sgd":
+        sample_rate, per_step = min(1.0, batch / samples), 1
+    elif mechanism == "gradient-sanitizer":
+        # Every record may have shaped D, so no subsampling amplifies a query; each of the B
+        # released per-sample gradients is one Gaussian release (GS-WGAN's analysis with one D).
+        sample_rate, per_step = 1.0, batch
+    else:
+        raise ValueError(f"privacy.mechanism={mechanism!r}: unknown mechanism")
+    steps = planned_mechanism_steps(config) * per_step
+    if privacy.noise_multiplier is not None:
+        sigma, planned = privacy.noise_multiplier, 0
+        if privacy.epsilon is not None:
+            round_steps = config.train.local_steps * MESSAGES_PER_ROUND.get(config.strategy.name, 1) * per_step
+            first_round = RDPAccountant()
+            first_round.history = [(sigma, sample_rate, round_steps)]
+            with _quiet_alpha_warning():
+                cost = first_round.get_epsilon(delta=delta)
+            if cost > privacy.epsilon:
+                raise ValueError(f"privacy.epsilon={privacy.epsilon}: one round alone costs epsilon {cost:.4g} at "
+                                 f"noise_multiplier={sigma} (sample rate {sample_rate:.4g}, delta {delta:.3g}); "
+                                 "raise the noise multiplier or the budget")
+    else:
+        assert privacy.epsilon is not None
+        try:
+            sigma = _noise_multiplier(privacy.epsilon, delta, sample_rate, steps)
+        except ValueError as error:
+            raise ValueError(f"privacy.epsilon={privacy.epsilon}: no noise multiplier reaches it over {steps} steps "
+                             f"at sample rate {sample_rate:.4g} ({error})") from None
+        planned = steps
+    return PrivacyPlan(mechanism, float(sigma), sample_rate, delta, privacy.max_grad_norm, privacy.epsilon,
+                       planned, per_step)
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """Opacus's search (seconds of CPU), cached: parties of equal size share one answer."""
+    with _quiet_alpha_warning():
+        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
+                                          steps=steps, accountant="rdp"))
+
+
+@contextlib.contextmanager
+def _quiet_alpha_warning() -> Iterator[None]:
+    """Opacus warns when the best RDP order is at an end of its range; the bound stays valid, only looser."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        yield
+
+
+@functools.lru_cache(maxsize=256)
+def _rdp_of_one_step(noise_multiplier: float, sample_rate: float) -> tuple[float, ...]:
+    """Opacus's RDP of one sampled Gaussian step at its default orders (a series: ~0.1 s per call)."""
+    return tuple(float(value) for value in privacy_analysis.compute_rdp(
+        q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS))
+
+
+class StepCachedRDPAccountant(RDPAccountant):
+    """Opacus's RDP accountant, answering in microseconds: RDP composes additively, so the RDP of
+    n identical steps is n times that of one, which is computed once per (noise, rate) and cached."""
+
+    def get_privacy_spent(self, *, delta: float, alphas: list[float | int] | None = None) -> tuple[float, float]:
+        if alphas is not None:
+            return super().get_privacy_spent(delta=delta, alphas=alphas)
+        if not self.history:
+            return 0, 0
+        rdp = sum(numpy.asarray(_rdp_of_one_step(sigma, rate)) * steps for sigma, rate, steps in self.history)
+        eps, best_alpha = privacy_analysis.get_privacy_spent(orders=self.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
+        return float(eps), float(best_alpha)
+
+
+class PrivacyLedger:
+    """Epsilon spent by one party: an Opacus RDP accountant, checked against the plan's budget."""
+
+    def __init__(self, plan: PrivacyPlan, owner: str = "party") -> None:
+        self.plan = plan
+        self.owner = owner
+        self.accountant: RDPAccountant = StepCachedRDPAccountant()
+
+    @property
+    def steps(self) -> int:
+        return sum(count for _, _, count in self.accountant.history)
+
+    @property
+    def epsilon(self) -> float:
+        if not self.accountant.history:
+            return 0.0
+        with _quiet_alpha_warning():
+            return float(self.accountant.get_epsilon(delta=self.plan.target_delta))
+
+    def epsilon_after(self, mechanism_steps: int) -> float:
+        """Epsilon once ``mechanism_steps`` more invocations are spent (nothing is spent)."""
+        probe = StepCachedRDPAccountant()
+        probe.history = [*self.accountant.history,
+                         (self.plan.noise_multiplier, self.plan.sample_rate,
+                          mechanism_steps * self.plan.accountant_steps_per_step)]
+        with _quiet_alpha_warning():
+            return float(probe.get_epsilon(delta=self.plan.target_delta))
+
+    def check(self, mechanism_steps: int) -> None:
+        """Raise :class:`PrivacyBudgetExhausted` if ``mechanism_steps`` more would exceed the budget."""
+        budget = self.plan.epsilon_budget
+        if budget is None:
+            return
+        after = self.epsilon_after(mechanism_steps)
+        if after > budget:
+            raise PrivacyBudgetExhausted(
+                f"{self.owner}: privacy budget used up: epsilon {self.epsilon:.4g} spent of {budget:g} "
+                f"(delta {self.plan.target_delta:.3g}); {mechanism_steps} more step(s) would reach {after:.4g}")
+
+    def spend(self, mechanism_steps: int) -> None:
+        """Record invocations made outside a DPOptimizer (the sanitizer's); DP-SGD steps count via its hook."""
+        for _ in range(mechanism_steps * self.plan.accountant_steps_per_step):
+            self.accountant.step(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate)
+
+    # -- checkpoints: the history is plain numbers, kept in the party's JSON record ----------------------
+    def state(self) -> dict[str, Any]:
+        return {"history": [list(entry) for entry in self.accountant.history]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        history = [(float(sigma), float(rate), int(count)) for sigma, rate, count in state["history"]]
+        if any(not math.isfinite(sigma) or count < 0 for sigma, _, count in history):
+            raise ValueError(f"{self.owner}: corrupted privacy ledger in checkpoint: {state!r}")
+        self.accountant.history = history

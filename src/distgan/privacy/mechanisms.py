@@ -1,0 +1,275 @@
+"""The two ways a party is made differentially private, and the filter every reply passes.
+
+Threat model (docs/PRIVACY.md has the long form). The adversary is everyone outside the party:
+the coordinator, the other parties, anyone who sees the messages or the final generator, all of
+them colluding and knowing the code and the run's config (its seed included). What is protected is
+each record of the party's share: add or remove one record and the distribution of *everything the
+party sends* changes by at most (epsilon, delta). Not protected: the party's sample count and
+label histogram (``Description``, public metadata as in every federated system), and the party's
+own storage (its checkpoints hold its non-private state; it is the data holder's disk).
+
+**dp-sgd** (``auto`` picks it for every strategy; Xie et al. 2018's DP-GAN, Bie et al. 2023):
+each D step clips the per-sample gradients of the *real* half of the D loss to ``max_grad_norm``
+and adds Gaussian noise (Opacus's ``GradSampleHooks`` + ``DPOptimizer``), with real batches drawn
+by Poisson sampling at rate q = batch / n. The fake half uses no private data (the fakes come from
+G, itself a function of earlier private releases), so its gradient is added exactly, unclipped:
+only per-sample gradients of real samples bound the sensitivity (GS-WGAN's selective-barrier
+argument applied to D). D is then DP, and everything a party computes from D -- weights, deltas,
+feedback on generated images, its own G in fedgan / local-only -- is post-processing. Accounted as
+one sampled Gaussian step per D step.
+
+**gradient-sanitizer** (GS-WGAN, Chen et al. 2020; opt-in, feedback-only strategies): D trains
+without noise and only what leaves is sanitized: the gradient of the party's own generator loss
+with respect to each generated image is clipped to ``max_grad_norm`` and Gaussian noise of standard
+deviation ``2 * noise_multiplier * max_grad_norm`` is added (sensitivity 2C: a clipped vector can
+turn into any other of the ball). Because D has seen every record, one record may change all B
+released gradients of a query: each query is B Gaussian releases with *no* subsampling
+amplification (GS-WGAN's Theorem 1 gives 2B*lambda/sigma^2 RDP per step and amplifies only by
+choosing one of many discriminators trained on disjoint subsets; a party here has one D). The
+sampling rate batch/n would overstate privacy, so it is not used. The logits are not released.
+
+Either way the noise and the Poisson sampling draw from a seed secret to the party (OS entropy,
+kept in its own checkpoints): noise seeded from the run's public seed could be regenerated and
+subtracted by the coordinator. Statistics of real batches (``d_loss``, ``d_real``) are withheld
+(reported as 0); ``d_fake`` is reported under DP-SGD only (a function of the private D).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import warnings
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from opacus.grad_sample import GradSampleHooks
+from opacus.optimizers import DPOptimizer
+from opacus.validators import ModuleValidator
+from torch import nn
+
+from distgan import protocol as p
+from distgan.config import Config
+from distgan.data.sources import LabelledImages
+from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, make_plan
+from distgan.registry import Registry
+
+FEEDBACK_ONLY_STRATEGIES = frozenset({"avg-output", "round-robin", "centralized"})
+"""Strategies whose parties release nothing computed from D but feedback on generated images
+(md-gan also swaps D weights, so it is not one)."""
+
+
+class PrivacyViolation(p.ProtocolError):
+    """A party under DP was asked to release something its mechanism does not cover."""
+
+
+def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(127.5).sub_(1.0)
+
+
+class PartyPrivacy(ABC):
+    """A private party's engine: (for DP-SGD) its D phase, and the filter on every reply it sends."""
+
+    name: ClassVar[str]
+    private_discriminator: ClassVar[bool]
+    """True when the engine runs the party's D steps itself (DP-SGD)."""
+
+    def __init__(self, plan: PrivacyPlan, party_id: int, secret_seed: int | None = None) -> None:
+        self.plan = plan
+        self.owner = f"party {party_id}"
+        self.ledger = PrivacyLedger(plan, self.owner)
+        # Secret to the party: the coordinator knows the run seed, so noise must not derive from it.
+        self._secret_seed = secrets.randbits(63) if secret_seed is None else secret_seed
+        self._device = torch.device("cpu")
+        self._noise_rng = torch.Generator().manual_seed(self._secret_seed)
+
+    def attach(self, discriminator: nn.Module, optimizer: torch.optim.Optimizer, data: LabelledImages,
+               device: torch.device) -> None:
+        """Bind to the party's D, its optimizer and its share (called once, by the Party)."""
+        self._discriminator, self._optimizer, self._data, self._device = discriminator, optimizer, data, device
+        self._noise_rng = torch.Generator(device=device).manual_seed(self._secret_seed)
+
+    def discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
+        raise NotImplementedError(f"{self.name} does not run the D phase")
+
+    # -- the release filter: every reply of the party passes here ------------------------------------
+    def release(self, reply: p.Message) -> p.Message:
+        """What may leave the party: unknown reply types are refused, never passed through."""
+        if isinstance(reply, (p.Description, p.Ack)):
+            return reply  # public metadata / nothing
+        if isinstance(reply, p.DiscriminatorStats):
+            return self._stats(reply)
+        if isinstance(reply, p.Feedback):
+            return self._feedback(reply)
+        if isinstance(reply, (p.DeltaUpload, p.WeightsReply)):
+            return self._weights(reply)
+        raise PrivacyViolation(f"{self.owner}: {reply.kind} is not a reply the {self.name} mechanism covers; "
+                               "it is withheld under differential privacy")
+
+    def _stats(self, stats: p.DiscriminatorStats) -> p.DiscriminatorStats:
+        keep_fake = self.private_discriminator  # D(G(z)) is post-processing only when D itself is DP
+        return dataclasses.replace(stats, d_loss=0.0, d_real=0.0, d_fake=stats.d_fake if keep_fake else 0.0,
+                                   epsilon=self.ledger.epsilon)
+
+    @abstractmethod
+    def _feedback(self, reply: p.Feedback) -> p.Feedback: ...
+
+    @abstractmethod
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message: ...
+
+    # -- checkpoints (the party's own storage) ------------------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {"noise_rng": self._noise_rng.get_state()}
+        return tensors, {"mechanism": self.name, "ledger": self.ledger.state(), "secret_seed": self._secret_seed}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("mechanism") != self.name:
+            raise ValueError(f"{self.owner}: checkpoint was made with privacy mechanism {meta.get('mechanism')!r}, "
+                             f"this run uses {self.name!r}")
+        self.ledger.load_state(meta["ledger"])
+        self._secret_seed = int(meta["secret_seed"])
+        self._noise_rng.set_state(tensors["noise_rng"])
+
+
+MECHANISMS: Registry[type[PartyPrivacy]] = Registry("privacy mechanism")
+
+
+@MECHANISMS.register("dp-sgd", "DP-SGD on each party's discriminator (Opacus); every release is post-processing")
+class DPSGDDiscriminator(PartyPrivacy):
+    name = "dp-sgd"
+    private_discriminator = True
+
+    def attach(self, discriminator: nn.Module, optimizer: torch.optim.Optimizer, data: LabelledImages,
+               device: torch.device) -> None:
+        super().attach(discriminator, optimizer, data, device)
+        errors = ModuleValidator.validate(discriminator, strict=False)
+        if errors:
+            raise ValueError(f"{self.owner}: DP-SGD cannot compute per-sample gradients of this discriminator "
+                             f"({'; '.join(str(e) for e in errors)}); for dcgan use --set model.norm=group or none")
+        # Hooks on the party's own D (no wrapper: its state_dict and every other use stay as they are);
+        # they are enabled only around the real half of each D step.
+        self._hooks = GradSampleHooks(discriminator, loss_reduction="sum")
+        self._hooks.disable_hooks()
+        self._params = [param for param in discriminator.parameters() if param.requires_grad]
+        self._dp_optimizer = DPOptimizer(optimizer, noise_multiplier=self.plan.noise_multiplier,
+                                         max_grad_norm=self.plan.max_grad_norm,
+                                         expected_batch_size=self._expected_batch(), loss_reduction="mean",
+                                         generator=self._noise_rng)
+        self._dp_optimizer.attach_step_hook(self.ledger.accountant.get_optimizer_hook_fn(self.plan.sample_rate))
+        self._sampling_rng = torch.Generator().manual_seed(self._secret_seed ^ 0x5A5A5A5A)
+
+    def _expected_batch(self) -> int:
+        return max(1, round(self.plan.sample_rate * len(self._data)))
+
+    def _poisson_batch(self) -> torch.Tensor:
+        """Each record joins with probability q, independently: the sampling RDP amplification assumes."""
+        chosen = torch.rand(len(self._data), generator=self._sampling_rng) < self.plan.sample_rate
+        index = chosen.nonzero().squeeze(1)
+        return _to_unit_range(self._data.images[index]).to(self._device)
+
+    def discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
+        self.ledger.check(len(fakes))
+        discriminator = self._discriminator
+        discriminator.train()
+        d_fake = 0.0
+        for fake in fakes.to(self._device):
+            self._dp_optimizer.zero_grad(set_to_none=True)
+            # Fake half: no private data, so its exact gradient is added after the noise.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                fake_logits = discriminator(fake)
+                fake_gradients = torch.autograd.grad(F.softplus(fake_logits).mean(), self._params)
+            # Real half: per-sample gradients (Opacus hooks), then clip, sum, noise, / expected batch.
+            real = self._poisson_batch()
+            if len(real):
+                self._hooks.enable_hooks()
+                try:
+                    with warnings.catch_warnings():  # torch notes the real images need no gradient: right
+                        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                        F.softplus(-discriminator(real)).sum().backward()
+                finally:
+                    self._hooks.disable_hooks()
+            else:  # an empty Poisson draw still takes its (noise-only) step, as Opacus does
+                for param in self._params:
+                    param.grad_sample = torch.zeros((0, *param.shape), device=param.device,  # type: ignore[attr-defined]
+                                                    dtype=param.dtype)
+            self._dp_optimizer.pre_step()  # clip + noise + scale; the accountant's hook counts the step
+            for param, gradient in zip(self._params, fake_gradients):
+                assert param.grad is not None
+                param.grad.add_(gradient)
+            self._dp_optimizer.original_optimizer.step()
+            d_fake += float(torch.sigmoid(fake_logits.detach()).mean())
+        self._dp_optimizer.zero_grad(set_to_none=True)
+        return p.DiscriminatorStats(d_fake=d_fake / len(fakes), steps=len(fakes), epsilon=self.ledger.epsilon)
+
+    def _feedback(self, reply: p.Feedback) -> p.Feedback:
+        return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
+
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+        return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = super().state()
+        tensors["sampling_rng"] = self._sampling_rng.get_state()
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        super().load_state(tensors, meta)
+        self._sampling_rng.set_state(tensors["sampling_rng"])
+
+
+@MECHANISMS.register("gradient-sanitizer", "GS-WGAN: D trains freely; each released gradient on a generated "
+                                           "image is clipped and noised (feedback-only strategies)")
+class GradientSanitizer(PartyPrivacy):
+    name = "gradient-sanitizer"
+    private_discriminator = False
+
+    def sanitize(self, logits: torch.Tensor, logit_gradients: torch.Tensor) -> torch.Tensor:
+        """``clip_C(d softplus(-l_b) / d x_b) + N(0, (2 sigma C)^2)`` per generated image ``[S, B, ...]``."""
+        clip = self.plan.max_grad_norm
+        own_loss_gradient = -torch.sigmoid(-logits).view(*logits.shape, *[1] * (logit_gradients.dim() - 2)) \
+            * logit_gradients
+        norms = own_loss_gradient.flatten(2).norm(dim=2)
+        factor = (clip / (norms + 1e-6)).clamp(max=1.0)
+        clipped = own_loss_gradient * factor.view(*factor.shape, *[1] * (logit_gradients.dim() - 2))
+        noise = torch.normal(0.0, 2.0 * self.plan.noise_multiplier * clip, clipped.shape,
+                             generator=self._noise_rng, device=self._noise_rng.device).to(clipped)
+        return clipped + noise
+
+    def _feedback(self, reply: p.Feedback) -> p.Feedback:
+        steps = int(reply.logits.shape[0])
+        self.ledger.check(steps)
+        sanitized = self.sanitize(reply.logits.to(self._device), reply.input_gradients.to(self._device)).cpu()
+        self.ledger.spend(steps)
+        # Encoding in the existing Feedback message: with all logits 0, the platform's chain rule
+        # (either G loss, avg-output's or md-gan's) weights party j's d logit/dx by -w_j / (2B), so
+        # sending -2 * g gives G exactly sum_j w_j g_jb / B: the mean of the parties' sanitized
+        # gradients of their own losses. The logits themselves are never released.
+        return dataclasses.replace(reply, stats=self._stats(reply.stats), logits=torch.zeros_like(reply.logits),
+                                   input_gradients=(-2.0 * sanitized).float())
+
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+        raise PrivacyViolation(f"{self.owner}: the gradient-sanitizer mechanism leaves D without noise, so D's "
+                               f"weights ({reply.kind}) must not leave the party; use privacy.mechanism=dp-sgd")
+
+
+def resolve_mechanism(config: Config) -> str:
+    """``auto`` -> dp-sgd; the sanitizer only where a party releases nothing from D but feedback."""
+    mechanism = config.privacy.mechanism
+    if mechanism == "auto":
+        return "dp-sgd"
+    if mechanism == "gradient-sanitizer" and config.strategy.name not in FEEDBACK_ONLY_STRATEGIES:
+        raise ValueError(f"privacy.mechanism='gradient-sanitizer' does not cover strategy {config.strategy.name!r}, "
+                         f"whose parties send D weights; it suits {', '.join(sorted(FEEDBACK_ONLY_STRATEGIES))}. "
+                         "Use privacy.mechanism=dp-sgd (or auto)")
+    return mechanism
+
+
+def build_party_privacy(config: Config, party_id: int, samples: int,
+                        secret_seed: int | None = None) -> PartyPrivacy | None:
+    """The engine of one party from ``config.privacy`` (None when DP is off)."""
+    if not config.privacy.enabled:
+        return None
+    mechanism = resolve_mechanism(config)
+    return MECHANISMS.get(mechanism)(make_plan(config, mechanism, samples), party_id, secret_seed)

@@ -1,0 +1,185 @@
+"""Differential privacy per party: accounting against Opacus, clipping, the release filter, budgets."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from opacus.accountants import RDPAccountant
+from torch import nn
+
+from distgan import protocol as p
+from distgan.config import Config, ModelConfig, PrivacyConfig
+from distgan.data.sources import make_fake
+from distgan.losses import generator_input_gradient, generator_loss, mean_of_generator_losses
+from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, make_plan
+from distgan.privacy.mechanisms import (
+    DPSGDDiscriminator,
+    GradientSanitizer,
+    PrivacyViolation,
+    build_party_privacy,
+)
+from distgan.training import train
+
+
+def plan(mechanism: str = "dp-sgd", sigma: float = 1.0, rate: float = 0.1, clip: float = 1.0,
+         budget: float | None = None, per_step: int = 1) -> PrivacyPlan:
+    return PrivacyPlan(mechanism, sigma, rate, 1e-5, clip, budget, 0, per_step)
+
+
+# -- accounting ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("sigma", "rate", "steps"), [(1.1, 0.01, 1000), (0.8, 0.25, 37), (50.0, 1.0, 640)])
+def test_ledger_epsilon_equals_opacus_rdp_accountant(sigma: float, rate: float, steps: int) -> None:
+    ledger = PrivacyLedger(plan(sigma=sigma, rate=rate))
+    ledger.spend(steps)
+    reference = RDPAccountant()
+    for _ in range(steps):
+        reference.step(noise_multiplier=sigma, sample_rate=rate)
+    assert ledger.epsilon == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-12)
+    assert ledger.epsilon_after(5) > ledger.epsilon
+
+
+def test_noise_from_target_epsilon_reaches_it_over_the_planned_steps(make_config) -> None:
+    config = make_config("avg-output", rounds=40, privacy__epsilon=3.0)
+    made = make_plan(config, "dp-sgd", samples=120)
+    assert made.sample_rate == pytest.approx(8 / 120) and made.planned_steps == 41
+    reference = RDPAccountant()
+    reference.history = [(made.noise_multiplier, made.sample_rate, made.planned_steps)]
+    assert 3.0 - 0.02 <= reference.get_epsilon(delta=made.target_delta) <= 3.0
+    # The sanitizer's query touches every record: no subsampling, B Gaussian releases per step.
+    sanitizer = make_plan(config, "gradient-sanitizer", samples=120)
+    assert sanitizer.sample_rate == 1.0 and sanitizer.planned_steps == 41 * 8
+    assert sanitizer.noise_multiplier > made.noise_multiplier
+
+
+def test_default_delta_and_unaffordable_budget(make_config) -> None:
+    assert make_plan(make_config(privacy__epsilon=1.0), "dp-sgd", samples=50).target_delta == pytest.approx(1e-5)
+    assert make_plan(make_config(privacy__epsilon=1.0), "dp-sgd", samples=10).target_delta == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="one round alone costs epsilon"):
+        make_plan(make_config(privacy__epsilon=0.01, privacy__noise_multiplier=0.5), "dp-sgd", samples=120)
+
+
+def test_config_rejects_batch_norm_under_dp_and_bad_ranges() -> None:
+    with pytest.raises(ValueError, match="model.norm"):
+        Config(model=ModelConfig(name="dcgan", norm="batch"), privacy=PrivacyConfig(epsilon=10.0))
+    Config(model=ModelConfig(name="dcgan", norm="group"), privacy=PrivacyConfig(epsilon=10.0))
+    for bad in ({"epsilon": -1.0}, {"delta": 1.5}, {"max_grad_norm": 0.0}, {"noise_multiplier": float("nan")},
+                {"mechanism": "laplace"}):
+        with pytest.raises(ValueError, match="privacy."):
+            PrivacyConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_sanitizer_is_refused_for_strategies_that_send_weights(make_config) -> None:
+    config = make_config("fedgan", privacy__epsilon=5.0, privacy__mechanism="gradient-sanitizer")
+    with pytest.raises(ValueError, match="does not cover strategy 'fedgan'"):
+        build_party_privacy(config, 0, 100)
+
+
+# -- clipping ------------------------------------------------------------------------------------------
+def tiny_discriminator() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1), nn.Flatten(0))
+
+
+def test_dp_sgd_clips_every_real_per_sample_gradient_and_not_the_fake_term() -> None:
+    data = make_fake(n=6, channels=1, size=4, classes=2)
+    discriminator = tiny_discriminator()
+    clip = 0.01  # far below these gradients' norms, so every sample is clipped
+    engine = DPSGDDiscriminator(plan(sigma=1e-9, rate=1.0, clip=clip), party_id=0, secret_seed=1)
+    engine.attach(discriminator, torch.optim.SGD(discriminator.parameters(), lr=1.0), data, torch.device("cpu"))
+    fake = torch.rand(1, 4, 1, 4, 4) * 2 - 1
+    before = [param.detach().clone() for param in discriminator.parameters()]
+    real = data.images.float() / 127.5 - 1
+    expected = [torch.zeros_like(param) for param in before]
+    norms = []
+    for image in real:  # per-sample gradients by hand, one sample at a time
+        grads = torch.autograd.grad(F.softplus(-discriminator(image[None])).sum(), list(discriminator.parameters()))
+        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+        norms.append(float(norm))
+        for total, g in zip(expected, grads):
+            total += g * min(1.0, clip / (float(norm) + 1e-6)) / len(real)
+    fake_grads = torch.autograd.grad(F.softplus(discriminator(fake[0])).mean(), list(discriminator.parameters()))
+    stats = engine.discriminator_steps(fake)
+    assert min(norms) > 10 * clip
+    for old, new, clipped, fake_grad in zip(before, discriminator.parameters(), expected, fake_grads):
+        torch.testing.assert_close(old - new.detach(), clipped + fake_grad, atol=1e-6, rtol=1e-4)
+    real_part = [old - new.detach() - fake_grad for old, new, fake_grad in
+                 zip(before, discriminator.parameters(), fake_grads)]
+    assert math.sqrt(sum(float(part.pow(2).sum()) for part in real_part)) <= clip * (1 + 1e-4)
+    assert stats.steps == 1 and stats.d_real == 0.0 and stats.d_loss == 0.0 and stats.epsilon > 0
+
+
+def test_sanitizer_bounds_every_released_gradient_and_feeds_g_their_mean() -> None:
+    sanitizer = GradientSanitizer(plan("gradient-sanitizer", sigma=1e-9, rate=1.0, clip=0.5, per_step=4),
+                                  party_id=0, secret_seed=2)
+    logits = torch.randn(2, 4)
+    logit_gradients = torch.randn(2, 4, 1, 3, 3) * 10
+    released = sanitizer.sanitize(logits, logit_gradients)
+    assert float(released.flatten(2).norm(dim=2).max()) <= 0.5 * (1 + 1e-5)
+    reply = sanitizer.release(p.Feedback(p.DiscriminatorStats(d_loss=1.0, d_real=0.7, d_fake=0.3, steps=2),
+                                         logits, logit_gradients.float()))
+    assert isinstance(reply, p.Feedback)
+    assert torch.equal(reply.logits, torch.zeros_like(logits))
+    assert reply.stats.d_real == reply.stats.d_fake == reply.stats.d_loss == 0.0 and reply.stats.epsilon > 0
+    # Whatever the G loss, the platform's chain rule turns the release into the mean of the sanitized
+    # gradients of each party's own loss: (1/B) * g_b for one party.
+    for loss in (generator_loss, mean_of_generator_losses):
+        _, image_gradient = generator_input_gradient(reply.logits[None, 0], reply.input_gradients[None, 0],
+                                                     None, loss)
+        torch.testing.assert_close(image_gradient, released[0] / 4, atol=1e-5, rtol=1e-4)
+
+
+def test_release_filter_withholds_what_its_mechanism_does_not_cover() -> None:
+    sanitizer = GradientSanitizer(plan("gradient-sanitizer", per_step=8), party_id=3, secret_seed=0)
+    weights = p.WeightsReply(p.DiscriminatorStats(), discriminator={"w": torch.zeros(2)})
+    with pytest.raises(PrivacyViolation, match="party 3.*must not leave"):
+        sanitizer.release(weights)
+    engine = DPSGDDiscriminator(plan(), party_id=1, secret_seed=0)
+    released = engine.release(weights)
+    assert isinstance(released, p.WeightsReply) and released.stats.d_real == 0.0
+    description = p.Description(samples=5, label_counts=torch.zeros(2, dtype=torch.int64))
+    assert engine.release(description) is description
+
+    class Unknown(p.Message):
+        kind = "reply.unknown"
+        direction = "up"
+
+    with pytest.raises(PrivacyViolation, match="reply.unknown"):
+        engine.release(Unknown())
+
+
+def test_ledger_and_secret_rng_survive_a_checkpoint() -> None:
+    data = make_fake(n=8, channels=1, size=4, classes=2)
+    engines = []
+    for seed in (5, 6):
+        discriminator = tiny_discriminator()
+        engine = DPSGDDiscriminator(plan(rate=0.5), party_id=0, secret_seed=seed)
+        engine.attach(discriminator, torch.optim.Adam(discriminator.parameters()), data, torch.device("cpu"))
+        engines.append(engine)
+    engines[0].discriminator_steps(torch.rand(3, 2, 1, 4, 4))
+    engines[1].load_state(*engines[0].state())
+    assert engines[1].ledger.epsilon == engines[0].ledger.epsilon > 0
+    assert torch.equal(engines[1]._sampling_rng.get_state(), engines[0]._sampling_rng.get_state())
+
+
+# -- whole runs ------------------------------------------------------------------------------------------
+def test_dp_run_reports_increasing_epsilon_and_stops_cleanly_at_its_budget(make_config, tmp_path) -> None:
+    sigma, rate = 1.0, 8 / 120
+    reference = RDPAccountant()
+    reference.history = [(sigma, rate, 8)]
+    budget = reference.get_epsilon(delta=1e-5) + 1e-6  # affords 8 D steps, not 9
+    config = make_config("avg-output", rounds=30, privacy__epsilon=budget, privacy__noise_multiplier=sigma)
+    train(config, tmp_path, quiet=True)
+    records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    epsilons = [record["parties"]["0"]["epsilon"] for record in records]
+    assert all(math.isfinite(e) for e in epsilons)
+    assert all(b > a for a, b in itertools.pairwise(epsilons))
+    assert 4 <= len(records) <= 8 < config.train.rounds and epsilons[-1] <= budget
+    log = (tmp_path / "log.txt").read_text()
+    assert f"stopping after round {len(records)} of 30: privacy budget of party" in log
+    assert (tmp_path / "checkpoints" / f"round-{len(records):07d}.json").is_file()
+    assert (tmp_path / "samples" / f"round-{len(records):07d}.png").is_file()
