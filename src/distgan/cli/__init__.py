@@ -10,7 +10,7 @@ from collections.abc import Callable
 from distgan.cli.common import COMMANDS, CommandError
 
 # Importing a command module registers it.
-from distgan.cli import audit, presets_cmd, sample, train  # noqa: F401,E402,I001
+from distgan.cli import audit, flower, presets_cmd, sample, train  # noqa: F401,E402,I001
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,317 @@
+"""distgan flower: run distgan on Flower, on this machine or across organisations.
+
+  local      SuperLink + N SuperNodes on loopback (TLS and node auth), train, stop them all
+  simulate   Flower's simulation engine (Ray), here or on a Ray cluster
+  keys       CA, SuperLink certificate and SuperNode keys for a federation across hosts
+  superlink  start the SuperLink (coordinator's host) with distgan's settings
+  supernode  start one party's SuperNode (data holder's host) with its data folder
+  app        write the Flower app folder of a run, for  flwr run APP CONNECTION
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from distgan.cli.common import COMMANDS, Command, CommandError, positive_int
+from distgan.cli.train import add_config_arguments, config_from_args
+from distgan.config import Config
+
+DESCRIPTION = """\
+Run distgan on Flower (https://flower.ai): a ServerApp whose main loop is distgan's coordinator,
+one SuperNode per data holder. Every data holder's SuperNode reads only its own data.
+
+Examples:
+  distgan flower local --parties 2 --rounds 20
+  distgan flower local --parties 2 --party-data mnist:/data/a --party-data mnist:/data/b
+  distgan flower simulate --parties 100 --split iid --ray-address auto
+  distgan flower keys --out fed-keys --host 203.0.113.5 --nodes 3
+  distgan flower superlink --keys fed-keys --port 9092
+  distgan flower supernode --superlink 203.0.113.5:9092 --ca ca.crt --key supernode-0 \\
+      --party 0 --parties 3 --data folder:/data/xrays
+  distgan flower app --out app --run-dir runs/fed-1 --parties 3 --strategy avg-output
+
+Flower deployment runs D_LOCAL_STEPS D and G steps per message by default (coarse rounds, with
+rounds divided accordingly) unless --local-steps or train.local_steps is set.
+"""
+
+
+@dataclass(frozen=True)
+class Action:
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    summary: str
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def action(name: str, summary: str, configure: Callable[[argparse.ArgumentParser], None]) -> \
+        Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        ACTIONS[name] = Action(configure, run, summary)
+        return run
+
+    return register
+
+
+# -- shared option groups -------------------------------------------------------------------------
+def _transport_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Flower")
+    group.add_argument("--reply-timeout", type=float, default=None, metavar="S",
+                       help="seconds before a silent party counts as failed (0: wait; default 900); "
+                            "runtime.on_party_failure decides between going on without it and stopping")
+    group.add_argument("--discovery-timeout", type=float, default=None, metavar="S",
+                       help="seconds to wait for every party's SuperNode to join (default 600)")
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from distgan.runtime.flower.parties import FlowerSettings
+
+    defaults = FlowerSettings()
+    reply = defaults.reply_timeout_s if args.reply_timeout is None else (args.reply_timeout or None)
+    discovery = defaults.discovery_timeout_s if args.discovery_timeout is None else args.discovery_timeout
+    return FlowerSettings(reply_timeout_s=reply, discovery_timeout_s=discovery)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, metavar="RUN_DIR", help="the run folder (default: runs/<NNNNN>-...)")
+    out.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it exists and is not empty")
+    out.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    _transport_options(parser)
+
+
+def _explicit_fields(args: argparse.Namespace) -> frozenset[str]:
+    from distgan.cli.train import FLAG_FIELDS
+
+    named = {f"{section}.{name}" for flag, (section, name) in FLAG_FIELDS.items()
+             if getattr(args, flag, None) is not None}
+    return frozenset(named | {assignment.split("=", 1)[0] for assignment in args.set})
+
+
+def deployment_config(args: argparse.Namespace) -> Config:
+    """The config of ``args``, with coarse rounds unless local_steps was set explicitly."""
+    from distgan.runtime.flower.coarse import coarse_rounds
+
+    config = config_from_args(args)
+    explicit = _explicit_fields(args)
+    if "train.local_steps" in explicit or config.train.local_steps != 1:
+        return config
+    return coarse_rounds(config, keep=explicit)
+
+
+def _run_folder(args: argparse.Namespace, config: Config) -> tuple[Config, Path, bool]:
+    from distgan import training
+
+    if args.resume is not None:
+        if args.out is not None and args.out != args.resume:
+            raise CommandError("--out and --resume name different folders; --resume continues in its own folder")
+        config = training.load_run_config(args.resume)
+        if args.rounds is not None:
+            config.train.rounds = args.rounds
+        return config, args.resume, True
+    run_dir = args.out or training.default_run_dir(config)
+    training.check_new_run_dir(run_dir, args.overwrite)
+    return config, run_dir, False
+
+
+# -- local -----------------------------------------------------------------------------------------
+def _configure_local(parser: argparse.ArgumentParser) -> None:
+    _run_options(parser)
+    group = parser.add_argument_group("federation")
+    group.add_argument("--party-data", action="append", metavar="SPEC",
+                       help="one per party, in order: the data-dir of that party's SuperNode (mnist:DIR, "
+                            "folder:DIR, ...); default: split the configured source as distgan train does")
+    group.add_argument("--insecure", action="store_true",
+                       help="no TLS and no SuperNode authentication (default: both on)")
+    group.add_argument("--quiet", action="store_true", help="no progress lines (log.txt keeps them)")
+
+
+@action("local", "train on a SuperLink and one SuperNode per party on this machine (TLS, node auth)",
+        _configure_local)
+def _local(args: argparse.Namespace) -> int:
+    from distgan.runtime.flower.local import FlowerLaunchError, run_local
+
+    config, run_dir, resume = _run_folder(args, deployment_config(args))
+    print(f"Flower run: {config.data.parties} parties, {config.train.rounds} rounds of "
+          f"{config.train.local_steps} local steps; run folder {run_dir}", file=sys.stderr)
+    try:
+        record = run_local(config, run_dir, args.party_data, secure=not args.insecure, resume=resume,
+                           settings=_settings(args), echo=None if args.quiet else sys.stderr)
+    except FlowerLaunchError as error:
+        print(f"distgan flower local: {error}", file=sys.stderr)
+        return 1
+    print(f"Flower run {record.get('run-id')} {record.get('status')}")
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+# -- simulate ----------------------------------------------------------------------------------------
+def _configure_simulate(parser: argparse.ArgumentParser) -> None:
+    _run_options(parser)
+    group = parser.add_argument_group("Ray")
+    group.add_argument("--ray-address", metavar="ADDR",
+                       help="join a Ray cluster (auto: the one this host is part of); default: Ray on this machine")
+    group.add_argument("--cpus-per-party", type=float, default=1.0, metavar="N",
+                       help="CPU cores per virtual SuperNode (default 1)")
+    group.add_argument("--gpus-per-party", type=float, default=0.0, metavar="F",
+                       help="GPU share per virtual SuperNode (default 0)")
+
+
+@action("simulate", "train on Flower's simulation engine (Ray), here or on a Ray cluster", _configure_simulate)
+def _simulate(args: argparse.Namespace) -> int:
+    from distgan.runtime.flower.simulation import RayResources, simulate
+
+    config, run_dir, resume = _run_folder(args, config_from_args(args))
+    simulate(config, run_dir, RayResources(args.cpus_per_party, args.gpus_per_party, args.ray_address),
+             resume=resume, settings=_settings(args))
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+# -- app ------------------------------------------------------------------------------------------
+def _configure_app(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--out", type=Path, required=True, metavar="APP_DIR", help="folder to write the app into")
+    parser.add_argument("--run-dir", type=Path, required=True, metavar="RUN_DIR",
+                        help="the run folder on the SuperLink's host (the ServerApp writes there)")
+    parser.add_argument("--resume", action="store_true", help="the run continues RUN_DIR from its checkpoint")
+    _transport_options(parser)
+
+
+@action("app", "write the Flower app folder of a run (then: flwr run APP_DIR CONNECTION)", _configure_app)
+def _app(args: argparse.Namespace) -> int:
+    from distgan.runtime.flower.apps import write_app
+
+    path = write_app(args.out, deployment_config(args), args.run_dir, args.resume, _settings(args))
+    print(f"wrote {path}; start the run with:  flwr run {args.out} <connection>")
+    return 0
+
+
+# -- keys -------------------------------------------------------------------------------------------
+def _configure_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the key material")
+    parser.add_argument("--host", action="append", required=True, metavar="HOST",
+                        help="address the SuperNodes dial (IP or DNS name; repeatable)")
+    parser.add_argument("--nodes", type=positive_int, required=True, metavar="N", help="SuperNode keys to make")
+
+
+@action("keys", "make the CA, SuperLink certificate and SuperNode keys of a federation", _configure_keys)
+def _keys(args: argparse.Namespace) -> int:
+    from distgan.runtime.flower.tls import make_node_key, make_server_certificates
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CommandError(f"--out {args.out}: folder exists and is not empty; key material is never overwritten")
+    certificates = make_server_certificates(args.out, args.host)
+    for j in range(args.nodes):
+        key = make_node_key(args.out, f"supernode-{j}")
+        print(f"party {j}: give {key.private_key} and {certificates.ca_certificate} to its data holder; "
+              f"register {key.public_key} with  flwr supernode register")
+    print(f"SuperLink: {certificates.certificate} and {certificates.key} (keep the key on that host)")
+    return 0
+
+
+# -- superlink / supernode ------------------------------------------------------------------------
+def _configure_superlink(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keys", type=Path, metavar="DIR", help="folder made by distgan flower keys (TLS + node auth)")
+    parser.add_argument("--insecure", action="store_true", help="plain HTTP, no node auth (testing only)")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=positive_int, default=9092, help="port of all SuperLink APIs (default 9092)")
+    parser.add_argument("--log-file", type=Path, help="SuperLink log file")
+
+
+@action("superlink", "start the SuperLink with distgan's settings (replaces this process)", _configure_superlink)
+def _superlink(args: argparse.Namespace) -> int:
+    from distgan.runtime.flower.local import flower_executable
+
+    command = [flower_executable("flower-superlink"), "--host", args.host, "--port", str(args.port),
+               "--disable-runtime-dependency-installation"]
+    if args.keys is not None:
+        command += ["--ssl-ca-certfile", str(args.keys / "ca.crt"), "--ssl-certfile", str(args.keys / "server.pem"),
+                    "--ssl-keyfile", str(args.keys / "server.key"), "--enable-supernode-auth"]
+    elif args.insecure:
+        command.append("--insecure")
+    else:
+        raise CommandError("give --keys DIR (TLS and node authentication) or, for a test, --insecure")
+    if args.log_file is not None:
+        command += ["--log-file", str(args.log_file)]
+    return _exec(command)
+
+
+def _configure_supernode(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--superlink", required=True, metavar="HOST:PORT", help="the SuperLink's address")
+    parser.add_argument("--ca", type=Path, metavar="CA_CERT", help="the federation's CA certificate (TLS)")
+    parser.add_argument("--key", type=Path, metavar="PRIVATE_KEY", help="this node's authentication key")
+    parser.add_argument("--insecure", action="store_true", help="plain HTTP (testing only)")
+    parser.add_argument("--party", type=int, required=True, metavar="J", help="the party this node plays (0-based)")
+    parser.add_argument("--parties", type=positive_int, required=True, metavar="N", help="parties in the run")
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="this party's own data: mnist:DIR, folder:DIR, or a folder of images")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="where the party keeps its checkpoints (default: the system temp folder)")
+    parser.add_argument("--port", type=positive_int, default=9094,
+                        help="port of this node's local ClientApp API (default 9094; one per node on a host)")
+
+
+@action("supernode", "start one party's SuperNode with its own data (replaces this process)", _configure_supernode)
+def _supernode(args: argparse.Namespace) -> int:
+    from distgan.runtime.flower.local import flower_executable, node_config_text
+
+    node_config: dict[str, int | str] = {"partition-id": args.party, "num-partitions": args.parties,
+                                         "data-dir": args.data}
+    if args.state_dir is not None:
+        node_config["state-dir"] = str(args.state_dir.resolve())
+    command = [flower_executable("flower-supernode"), "--superlink", args.superlink, "--port", str(args.port),
+               "--node-config", node_config_text(node_config)]
+    if args.ca is not None:
+        command += ["--root-certificates", str(args.ca)]
+    elif args.insecure:
+        command.append("--insecure")
+    else:
+        raise CommandError("give --ca CA_CERT (TLS) or, for a test, --insecure")
+    if args.key is not None:
+        command += ["--auth-supernode-private-key", str(args.key)]
+    return _exec(command)
+
+
+def _exec(command: list[str]) -> int:
+    from distgan.runtime.flower import FLOWER_ENVIRONMENT
+
+    print("$ " + " ".join(command), file=sys.stderr)
+    sys.stderr.flush()
+    os.execve(command[0], command, {**os.environ, **FLOWER_ENVIRONMENT})
+    return 0  # not reached
+
+
+# -- the command ------------------------------------------------------------------------------------
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="flower_action", metavar="ACTION", required=True)
+    for name, entry in ACTIONS.items():
+        child = sub.add_parser(name, help=entry.summary, description=entry.summary,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        entry.configure(child)
+        child.set_defaults(flower_run=entry.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import flwr  # noqa: F401
+    except ImportError:
+        raise CommandError("Flower is not installed: pip install 'distgan[flower]'") from None
+    return int(args.flower_run(args))
+
+
+def _description() -> str:
+    from distgan.runtime.flower.coarse import FLOWER_LOCAL_STEPS
+
+    return DESCRIPTION.replace("D_LOCAL_STEPS", str(FLOWER_LOCAL_STEPS))
+
+
+COMMANDS.register("flower", "run on Flower: local federation, simulation, or hosts of different organisations")(
+    Command(configure, run, _description()))

@@ -1,0 +1,26 @@
+"""distgan on Flower: a ServerApp whose main loop is the coordinator, a ClientApp per party.
+
+``apps.py``     the Flower components (``server_app``, ``client_app``) and the app folder
+``server.py``   the ServerApp: run config -> :func:`distgan.training.train` with FlowerParties
+``parties.py``  ``FlowerParties``: the Parties handle over Flower messages
+``client.py``   the ClientApp: one message, one :meth:`Party.handle`
+``node.py``     node config -> which party, which data, which state folder
+``records.py``  protocol messages <-> Flower records
+``local.py``    ``distgan flower local``: SuperLink and SuperNodes on loopback, TLS and node auth
+``tls.py``      self-signed CA, server certificate, SuperNode keys
+
+Flower's telemetry and update check are off unless the environment turns them on; set here,
+before anything imports flwr (it reads them at import time).
+"""
+
+import os
+
+FLOWER_ENVIRONMENT = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    # The SuperLink would otherwise `uv sync` the app's dependencies for every run; the party's
+    # environment already has distgan.
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+for _name, _value in FLOWER_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)

@@ -1,0 +1,189 @@
+"""Flower runtime: records, and one simulation (Ray starts once, ~25 s) that runs every strategy
+for parity with the in-process runtime, then the fault cases.
+
+Parity runs with ``keep_live=False``: every message rebuilds its party from Flower's node context,
+as each new ClientApp process does in deployment, so equal numbers also prove the party's state
+(D, optimizer, RNG, local G) survives between messages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+
+import distgan.runtime.flower  # noqa: F401  (Flower's environment before flwr is imported)
+from distgan import protocol as p
+from distgan import training
+from distgan.runtime.base import PartyFailedError
+from distgan.runtime.flower.client import SESSION_RECORD
+from distgan.runtime.flower.parties import FlowerSettings
+from distgan.runtime.flower.records import from_content, to_content
+from distgan.runtime.flower.server import ServerRun, run_on_grid
+from distgan.runtime.flower.simulation import RayResources, server_app_of
+from distgan.strategies import STRATEGIES
+from tests.conftest import tiny_config
+
+NOT_COMPARED = {"seconds", "elapsed_s", "overhead_s", "overhead_share", "party_compute_s", "messages"}
+
+
+# -- records ---------------------------------------------------------------------------------------
+def _examples() -> list[p.Message]:
+    stats = p.DiscriminatorStats(d_loss=0.5, d_real=0.7, d_fake=0.2, steps=2, epsilon=0.0)
+    fakes = torch.randn(2, 3, 1, 4, 4)
+    weights = {"layers.0.weight": torch.randn(3, 2), "layers.0.bias": torch.randn(3),
+               "layers.1.num_batches_tracked": torch.tensor(7)}  # 0-dim tensors keep their shape
+    return [
+        p.TrainDiscriminator(fakes, feedback=True), p.QueryFeedback(fakes),
+        p.TrainAndUpload(fakes, 0.1, "largest", torch.tensor([0, 3]), torch.tensor([0.5, -0.5])),
+        p.TrainLocalGAN(steps=2, generator=weights, discriminator=weights), p.ExportDiscriminator(),
+        p.ImportDiscriminator(weights), p.SaveState(3), p.LoadState(3), p.Describe(), stats,
+        p.Feedback(stats, torch.randn(2, 3), torch.randn(2, 3, 1, 4, 4)),
+        p.DeltaUpload(stats, torch.tensor([1, 2]), torch.tensor([0.1, 0.2])),
+        p.WeightsReply(stats, generator=weights, g_loss=0.3),
+        p.Description(5, torch.tensor([2, 3]), torch.tensor([1, 4, 4])), p.Ack(),
+    ]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, p.Message):
+        return type(a) is type(b) and all(_same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+    return a == b and type(a) is type(b)
+
+
+@pytest.mark.parametrize("message", _examples(), ids=lambda m: m.kind)
+def test_every_message_survives_flower_records(message):
+    assert _same(from_content(to_content(message, {"session": "s"})), message)
+
+
+def test_records_refuse_what_is_not_a_protocol_message():
+    from flwr.app import Array, ArrayRecord, ConfigRecord
+
+    content = to_content(p.TrainDiscriminator(torch.randn(1, 2, 1, 4, 4)))
+    content["extra"] = ConfigRecord({"x": 1})
+    with pytest.raises(p.ProtocolError, match="unexpected records"):
+        from_content(content)
+    content = to_content(p.SaveState(1))
+    content.config_records["scalars"]["round"] = [1, 2]
+    with pytest.raises(p.ProtocolError, match="not allowed"):
+        from_content(content)
+    content = to_content(p.Describe())
+    content.array_records["tensors"] = ArrayRecord({"sneaky": Array(torch.zeros(2).numpy())})
+    with pytest.raises(p.ProtocolError, match="unexpected field"):
+        from_content(content)
+    content = to_content(p.Ack())
+    content.config_records["envelope"]["kind"] = "reply.samples"
+    with pytest.raises(p.ProtocolError, match="unknown message kind"):
+        from_content(content)
+
+
+# -- one simulation: parity for every strategy, then faults ----------------------------------------
+def parity_config(strategy: str, **sections: object):
+    return tiny_config(strategy, rounds=3, **{"train__local_steps": 2, "output__checkpoint_every": 2,
+                                              "strategy__swap_every": 2, **sections})
+
+
+def _fault_mod(message, context, call_next):
+    """Party 1 fails from its second training message on, in sessions named fault-*."""
+    record = context.state.config_records.get(SESSION_RECORD)
+    if (record is not None and str(record["session"]).startswith("fault-") and context.node_config["partition-id"] == 1
+            and message.metadata.message_type.startswith("train.") and int(record["version"]) >= 2):
+        if str(record["session"]).startswith("fault-stall"):
+            time.sleep(4.0)
+        else:
+            raise RuntimeError("injected fault: the node's ClientApp crashed")
+    return call_next(message, context)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("flower-sim")
+    outcomes: dict[str, Any] = {}
+    fault = parity_config("round-robin")
+    runs = {name: ServerRun(parity_config(name), root / "flower" / name) for name in STRATEGIES.names()}
+    runs["fault-error"] = ServerRun(fault, root / "flower" / "fault-error")
+    stop = parity_config("round-robin", runtime__on_party_failure="stop")
+    runs["fault-stop"] = ServerRun(stop, root / "flower" / "fault-stop")
+    runs["fault-stall"] = ServerRun(fault, root / "flower" / "fault-stall", settings=FlowerSettings(reply_timeout_s=1.5))
+
+    def main(grid):
+        for name, run in runs.items():  # fault-stall last: its stalled actor writes the node's state late
+            session = f"{name}-{id(run)}" if name.startswith("fault-") else None
+            try:
+                outcomes[name] = run_on_grid(grid, run, session=session)
+            except Exception as error:  # recorded for the tests; a real ServerApp lets it end the run
+                outcomes[name] = error
+
+    from distgan.runtime.flower.simulation import run_in_simulation
+
+    started = time.perf_counter()
+    run_in_simulation(server_app_of(main), nodes=2, resources=RayResources(total_cpus=2),
+                      state_root=root / "nodes", keep_live=False, mods=[_fault_mod])
+    outcomes["simulation_s"] = time.perf_counter() - started
+    return {"root": root, "outcomes": outcomes}
+
+
+def _records(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+
+
+def _assert_close(local: Any, flower: Any, where: str) -> None:
+    if isinstance(local, dict):
+        assert isinstance(flower, dict), where
+        for key in local:
+            if key not in NOT_COMPARED:
+                assert key in flower, f"{where}.{key} missing in the Flower run"
+                _assert_close(local[key], flower[key], f"{where}.{key}")
+    elif isinstance(local, float) or isinstance(flower, float):
+        assert math.isclose(local, flower, rel_tol=1e-4, abs_tol=1e-5), f"{where}: {local} != {flower}"
+    else:
+        assert local == flower, f"{where}: {local!r} != {flower!r}"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_flower_simulation_equals_in_process(simulated, strategy):
+    outcome = simulated["outcomes"][strategy]
+    assert not isinstance(outcome, Exception), f"{strategy} failed on Flower: {outcome!r}"
+    local_dir = simulated["root"] / "local" / strategy
+    local_dir.mkdir(parents=True)
+    training.train(parity_config(strategy), local_dir, quiet=True)
+    local, flower = _records(local_dir), _records(simulated["root"] / "flower" / strategy)
+    assert len(local) == len(flower) == 3
+    for round_local, round_flower in zip(local, flower):
+        _assert_close(round_local, round_flower, f"{strategy} round {round_local['round']}")
+        assert 0 <= round_flower["overhead_share"] <= 1 and round_flower["messages"] >= 1
+    assert (simulated["root"] / "flower" / strategy / "checkpoints" / "round-0000003.json").is_file()
+
+
+def test_a_failing_node_is_left_out_and_the_run_goes_on(simulated):
+    outcome = simulated["outcomes"]["fault-error"]
+    assert not isinstance(outcome, Exception), outcome
+    records = _records(simulated["root"] / "flower" / "fault-error")
+    assert [r["failed_parties"] for r in records] == [[], [1], [1]]
+    assert set(records[-1]["parties"]) == {"0"}
+    assert "injected fault" in outcome.parties.failed[1]
+    log = (simulated["root"] / "flower" / "fault-error" / "log.txt").read_text()
+    assert "party 1 failed and is left out" in log
+
+
+def test_a_failing_node_stops_the_run_when_configured(simulated):
+    outcome = simulated["outcomes"]["fault-stop"]
+    assert isinstance(outcome, PartyFailedError) and "injected fault" in str(outcome)
+
+
+def test_a_silent_node_times_out(simulated):
+    outcome = simulated["outcomes"]["fault-stall"]
+    assert not isinstance(outcome, Exception), outcome
+    assert "no reply within 1.5 s" in outcome.parties.failed[1]
+    assert [r["failed_parties"] for r in _records(simulated["root"] / "flower" / "fault-stall")][-1] == [1]
