@@ -182,7 +182,9 @@ class RuntimeConfig:
     device: str = "cpu"
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when one is present)."""
     on_party_failure: str = "continue"
-    """When a party fails: ``continue`` the round with the others, or ``stop`` the run."""
+    """When a party fails: ``continue`` the round with the others, ``stop`` the run, or ``wait``: restart a
+    party whose worker process died (``--workers``), reload its last saved state and retry (a party that
+    cannot be restarted is then left out, as with ``continue``)."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
@@ -191,7 +193,7 @@ class RuntimeConfig:
                  "must be a non-negative integer")
         _require(self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"), "runtime.device",
                  self.device, "must be cpu, cuda, cuda:N or auto")
-        _choice("runtime.on_party_failure", self.on_party_failure, ("continue", "stop"))
+        _choice("runtime.on_party_failure", self.on_party_failure, ("continue", "stop", "wait"))
 
 
 @dataclass

@@ -6,14 +6,21 @@ state; it talks to parties only through the ``Parties`` handle. Each round appen
 every ``output.checkpoint_every`` rounds it checkpoints itself and asks every party to checkpoint
 its own state, the coordinator's record written last so that a half-written checkpoint is never
 taken for a complete one.
+
+Ctrl-C (SIGINT) does not cut a round in half: the round in progress finishes, then the run writes its
+samples, a checkpoint and its end-of-run outputs and stops (``interrupted`` is set). A second Ctrl-C
+stops at once, without a checkpoint of a half-done round: ``--resume`` redoes it from the last one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +89,9 @@ class Coordinator:
         self.end_hooks: list[Callable[[Coordinator], None]] = []
         self.stop_reason: str | None = None
         """Set by a round hook to end the run cleanly after the current round (checkpoint, samples, report)."""
+        self.interrupted = False
+        """Ctrl-C arrived: the run stopped after the round it was in, with a checkpoint."""
+        self._round_in_progress = False
         if config.privacy.enabled:
             self.hooks.append(BudgetMonitor(config))
         self.grid_latents = torch.randn(GRID_SAMPLES, self.trainer.factory.latent_dim,
@@ -105,8 +115,9 @@ class Coordinator:
         if self.round == 0:
             self.save_samples()
         try:
-            with self.stats_path.open("a") as stats_file:
+            with self.stats_path.open("a") as stats_file, self._finish_round_on_interrupt():
                 while self.round < total:
+                    self._round_in_progress = True
                     started = time.perf_counter()
                     traffic_before = _snapshot(self.parties)
                     result = self.strategy.run_round(self.round, self.parties, self._select_parties())
@@ -117,26 +128,55 @@ class Coordinator:
                     for hook in self.hooks:
                         hook(self, self.round, record)
                     stats_file.write(json.dumps(record) + "\n")
+                    self._round_in_progress = False
                     if self.round % out.log_every == 0 or self.round == total:
                         stats_file.flush()
                         log.info(progress.line(self.round, total, record))
                     if self.round % out.sample_every == 0 or self.round == total:
                         self.save_samples()
-                    if self.round % out.checkpoint_every == 0 or self.round == total:
+                    checkpointed = self.round % out.checkpoint_every == 0 or self.round == total
+                    if checkpointed:
                         stats_file.flush()
                         self.save_checkpoint()
                     if self.stop_reason is not None and self.round < total:
                         stats_file.flush()
                         log.warning("stopping after round %d of %d: %s", self.round, total, self.stop_reason)
                         self.save_samples()
-                        self.save_checkpoint()
+                        if not checkpointed:
+                            self.save_checkpoint()
                         break
         except KeyboardInterrupt:
-            log.warning("interrupted at round %d: writing a checkpoint so --resume continues from here", self.round)
-            self.save_checkpoint()
+            if self._round_in_progress:  # G and some parties may be a part-round ahead: keep the last checkpoint
+                log.warning("interrupted during round %d: its work is dropped; --resume continues from the last "
+                            "checkpoint", self.round + 1)
+            else:
+                log.warning("interrupted at round %d: writing a checkpoint so --resume continues from here",
+                            self.round)
+                self.save_checkpoint()
             raise
         for end_hook in self.end_hooks:
             end_hook(self)
+
+    @contextmanager
+    def _finish_round_on_interrupt(self) -> Iterator[None]:
+        """While rounds run, the first Ctrl-C asks for a clean stop after the current round."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers live in the main thread only (a runtime may run us elsewhere)
+            return
+
+        def on_interrupt(signum: int, frame: object) -> None:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+            self.stop_reason = "interrupted (Ctrl-C)"
+            log.warning("Ctrl-C: finishing round %d, then writing a checkpoint (Ctrl-C again to quit at once)",
+                        self.round + 1)
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
     def _select_parties(self) -> list[int]:
         active = self.parties.active

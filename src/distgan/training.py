@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -18,7 +19,7 @@ from distgan.coordinator import Coordinator, RoundHook, checkpoint_stems
 from distgan.generator import GeneratorTrainer
 from distgan.models import build_models
 from distgan.plots import plot_losses, read_jsonl
-from distgan.runtime.base import Parties
+from distgan.runtime.base import ModelReference, Parties
 from distgan.runtime.local import build_local_parties
 from distgan.strategies import STRATEGIES, StrategyContext
 
@@ -111,6 +112,10 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
     image_shape = described_image_shape(descriptions)
     parties.expectations = run_expectations(config, image_shape)
     factory = build_models(config.model, image_shape)
+    with torch.device("meta"):  # shapes only: no memory, no draw from any RNG
+        parties.models = ModelReference.of(factory.generator(), factory.discriminator())
+    parties.expectations = dataclasses.replace(
+        parties.expectations, max_bytes=parties.models.reply_byte_limit(parties.expectations))
     sizes = {}
     for party, description in sorted(descriptions.items()):
         assert isinstance(description, p.Description)
@@ -151,7 +156,12 @@ def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = Fal
         atomic_write_text(run_dir / "config.json", config.to_json())
     setup_logging(run_dir, quiet)
     log.info("run folder: %s", run_dir)
-    coordinator = build_coordinator(config, run_dir, parties)
+    try:
+        coordinator = build_coordinator(config, run_dir, parties)
+    except BaseException:
+        if not resume:
+            discard_unstarted_run(run_dir)
+        raise
     coordinator.hooks.extend(round_hooks)
     try:
         if resume and checkpoint_stems(coordinator.checkpoint_dir):
@@ -164,7 +174,20 @@ def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = Fal
         finish(coordinator)
     finally:
         coordinator.parties.close()
+    if coordinator.interrupted and coordinator.round < config.train.rounds:
+        raise KeyboardInterrupt  # after the checkpoint and the end-of-run outputs: the caller exits as interrupted
     return coordinator
+
+
+def discard_unstarted_run(run_dir: Path) -> None:
+    """A run whose setup failed (bad data, a party that cannot start) leaves no half-made run folder:
+    remove what :func:`train` wrote before the failure."""
+    for handler in list(logging.getLogger("distgan").handlers):
+        if getattr(handler, "_distgan", False) and isinstance(handler, logging.FileHandler):
+            logging.getLogger("distgan").removeHandler(handler)
+            handler.close()
+    for name in ("config.json", "log.txt", "parties.json"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def finish(coordinator: Coordinator) -> None:

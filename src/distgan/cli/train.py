@@ -122,16 +122,38 @@ def run(args: argparse.Namespace) -> int:
         from distgan.checkpoint import atomic_write_text
 
         atomic_write_text(run_dir / "config.json", config.to_json())
-        training.train(config, run_dir, resume=True, quiet=args.quiet)
+        _train(config, run_dir, resume=True, quiet=args.quiet)
     else:
         config = config_from_args(args)
         if args.dry_run:
             return _dry_run(config)
         run_dir = args.out or training.default_run_dir(config)
+        created = not run_dir.exists()
         training.check_new_run_dir(run_dir, args.overwrite)
-        training.train(config, run_dir, quiet=args.quiet)
+        try:
+            _train(config, run_dir, resume=False, quiet=args.quiet)
+        finally:
+            if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # setup failed and left nothing: leave no empty run folder either
     print(f"run folder: {run_dir}")
     return 0
+
+
+def _train(config: Config, run_dir: Path, resume: bool, quiet: bool) -> None:
+    """Train, turning a failed party or a failed write into one line that says what to do next."""
+    from distgan import training
+    from distgan.runtime.base import PartyFailedError
+
+    try:
+        training.train(config, run_dir, resume=resume, quiet=quiet)
+    except PartyFailedError as error:
+        hint = f"; --resume {run_dir} continues from the last checkpoint" if (run_dir / "checkpoints").is_dir() else ""
+        raise CommandError(f"the run stopped: {error}{hint}") from None
+    except OSError as error:
+        if not (run_dir / "checkpoints").is_dir():
+            raise
+        raise CommandError(f"{run_dir}: cannot write ({error}); the last complete checkpoint is kept: free space "
+                           f"or fix the folder, then --resume {run_dir}") from None
 
 
 def _dry_run(config: Config) -> int:

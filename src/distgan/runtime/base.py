@@ -4,6 +4,10 @@ A strategy hands a mapping ``party -> request`` to :meth:`Parties.request` and g
 the parties that answered well. Every reply is validated here, on receipt, and its bytes counted;
 a party that raises, dies, or sends a malformed reply is marked failed with a message naming it,
 and the round goes on with the others (``runtime.on_party_failure = "continue"``) or the run stops.
+A reply must also fit its request (:func:`check_reply`): the reply type the request asks for,
+feedback for exactly the images sent, deltas and weights that fit the run's models. With
+``"wait"`` a runtime that can restart a lost party (a worker process that died) restarts it,
+reloads its last saved state and sends the request again.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import torch
+from torch import nn
+
 from distgan import protocol as p
 
 log = logging.getLogger("distgan")
@@ -20,6 +27,84 @@ log = logging.getLogger("distgan")
 
 class PartyFailedError(RuntimeError):
     """A party failed and the run is configured to stop on failure (or none is left)."""
+
+
+class PartyLostError(PartyFailedError):
+    """The party's process or connection is gone (it did not answer badly: it did not answer)."""
+
+
+# The replies each request may get; anything else is a protocol violation of the party.
+REPLY_TYPES: dict[type[p.Message], tuple[type[p.Message], ...]] = {
+    p.TrainDiscriminator: (p.Feedback, p.DiscriminatorStats), p.QueryFeedback: (p.Feedback,),
+    p.TrainAndUpload: (p.DeltaUpload,), p.TrainLocalGAN: (p.WeightsReply,),
+    p.ExportDiscriminator: (p.WeightsReply,), p.ImportDiscriminator: (p.Ack,), p.SaveState: (p.Ack,),
+    p.LoadState: (p.Ack,), p.Describe: (p.Description,),
+}
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """Names, shapes and dtypes of the run's G and D, against which weight-carrying replies are checked."""
+
+    generator: dict[str, tuple[tuple[int, ...], torch.dtype]]
+    discriminator: dict[str, tuple[tuple[int, ...], torch.dtype]]
+    discriminator_size: int
+    """Entries of D's flat parameter vector (what server-d deltas index)."""
+
+    @classmethod
+    def of(cls, generator: nn.Module, discriminator: nn.Module) -> ModelReference:
+        def entries(module: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+            return {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
+
+        return cls(entries(generator), entries(discriminator),
+                   sum(parameter.numel() for parameter in discriminator.parameters()))
+
+    def nbytes(self) -> int:
+        return sum(torch.Size(shape).numel() * dtype.itemsize
+                   for entries in (self.generator, self.discriminator) for shape, dtype in entries.values())
+
+    def reply_byte_limit(self, expect: p.Expectations) -> int:
+        """Twice the largest legitimate reply (both models' weights plus a full feedback), plus 1 MiB:
+        a reply above it is refused before anything looks inside."""
+        feedback = expect.max_steps * expect.batch_size * (torch.Size(expect.image_shape).numel() + 1) * 4
+        return min(expect.max_bytes, 2 * (self.nbytes() + feedback) + (1 << 20))
+
+
+def check_reply(sender: str, request: p.Message, reply: p.Message, models: ModelReference | None) -> None:
+    """What :meth:`Message.validate` cannot see alone: the reply fits this request and these models."""
+    allowed = REPLY_TYPES.get(type(request))
+    if allowed is not None and not isinstance(reply, allowed):
+        raise p.ProtocolError(f"{sender}: replied {reply.kind} to {request.kind}, expected "
+                              + " or ".join(kind.kind for kind in allowed))
+    if isinstance(request, (p.TrainDiscriminator, p.QueryFeedback)):
+        wants_feedback = getattr(request, "feedback", True)
+        if wants_feedback and not isinstance(reply, p.Feedback):
+            raise p.ProtocolError(f"{sender}: replied {reply.kind} to {request.kind}, which asks for feedback")
+        if isinstance(reply, p.Feedback) and reply.input_gradients.shape != request.fakes.shape:
+            raise p.ProtocolError(f"{sender}: {reply.kind}.input_gradients has shape "
+                                  f"{tuple(reply.input_gradients.shape)}, but {tuple(request.fakes.shape)} "
+                                  "images were sent")
+    if models is None:
+        return
+    if isinstance(reply, p.DeltaUpload) and len(reply.indices):
+        if int(reply.indices.min()) < 0 or int(reply.indices.max()) >= models.discriminator_size:
+            raise p.ProtocolError(f"{sender}: {reply.kind}.indices outside [0, {models.discriminator_size}) "
+                                  "of the D parameters")
+        if len(reply.indices.unique()) != len(reply.indices):
+            raise p.ProtocolError(f"{sender}: {reply.kind}.indices repeat an entry")
+    if isinstance(reply, p.WeightsReply):
+        for name, reference in (("generator", models.generator), ("discriminator", models.discriminator)):
+            weights = getattr(reply, name)
+            if not weights:
+                continue
+            if set(weights) != set(reference):
+                raise p.ProtocolError(f"{sender}: {reply.kind}.{name} has entries "
+                                      f"{sorted(set(weights) ^ set(reference))} the model does not (or lacks them)")
+            for key, tensor in weights.items():
+                shape, dtype = reference[key]
+                if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+                    raise p.ProtocolError(f"{sender}: {reply.kind}.{name}/{key} is {tensor.dtype} "
+                                          f"{tuple(tensor.shape)}, the model's is {dtype} {shape}")
 
 
 @dataclass
@@ -42,6 +127,12 @@ class Parties(ABC):
         self.failed: dict[int, str] = {}
         self.traffic = Traffic()
         self.observers: list[object] = []  # callables (party, request, reply) for audits and tests
+        self.models: ModelReference | None = None
+        """Set by the coordinator once the models are known; replies carrying weights are checked against it."""
+        self.restart_lost = False
+        """``runtime.on_party_failure = "wait"``: restart a lost party (where the runtime can) and retry."""
+        self.saved_rounds: dict[int, int] = {}
+        """The round of each party's last state saved or loaded: what a restarted party reloads."""
 
     @property
     def active(self) -> list[int]:
@@ -51,6 +142,11 @@ class Parties(ABC):
         """Send each party its request (in parallel where the runtime can); return valid replies."""
         wanted = {j: r for j, r in requests.items() if j not in self.failed}
         outcomes = self._dispatch(wanted)
+        lost = [j for j in wanted if isinstance(outcomes.get(j), PartyLostError)]
+        if lost and self.restart_lost:
+            restarted = self._restart(lost)
+            if restarted:
+                outcomes.update(self._dispatch({j: wanted[j] for j in restarted}))
         replies: dict[int, p.Message] = {}
         for party, request in wanted.items():
             outcome = outcomes.get(party, PartyFailedError("no reply"))
@@ -59,9 +155,12 @@ class Parties(ABC):
                 continue
             try:
                 outcome.validate(f"party {party}", self.expectations)
+                check_reply(f"party {party}", request, outcome, self.models)
             except p.ProtocolError as error:
                 self._fail(party, f"malformed reply rejected: {error}")
                 continue
+            if isinstance(request, (p.SaveState, p.LoadState)):
+                self.saved_rounds[party] = request.round
             self.traffic.add(party, request.nbytes(), outcome.nbytes())
             for observer in self.observers:
                 observer(party, request, outcome)  # type: ignore[operator]
@@ -79,6 +178,11 @@ class Parties(ABC):
         log.warning("party %d failed and is left out from now on: %s", party, why)
         if self.stop_on_failure:
             raise PartyFailedError(f"party {party} failed: {why}")
+
+    def _restart(self, parties: list[int]) -> list[int]:
+        """Restart lost parties and reload their last saved state; returns those ready again.
+        Runtimes that cannot restart a party keep this default: none."""
+        return []
 
     @abstractmethod
     def _dispatch(self, requests: Mapping[int, p.Message]) -> dict[int, p.Message | BaseException]:

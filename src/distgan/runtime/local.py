@@ -3,11 +3,18 @@
 With ``--workers N`` each worker process builds its own parties, reading their shares itself, and
 answers requests over a pipe; requests to different workers run at the same time, so N parties
 use N cores. Worker k hosts parties k, k+N, k+2N, ...
+
+A worker that dies (killed, out of memory) loses its parties: they are marked failed and the run
+goes on without them, or stops (``runtime.on_party_failure``). With ``"wait"`` the worker is
+started again (at most ``MAX_WORKER_RESTARTS`` times), its parties reload the state they saved
+last, and the request they missed is sent again: their progress since that checkpoint is lost.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import traceback
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
@@ -21,7 +28,11 @@ from distgan import protocol as p
 from distgan.assembly import build_party, plan_data
 from distgan.config import Config
 from distgan.party import Party
-from distgan.runtime.base import Parties, PartyFailedError
+from distgan.runtime.base import Parties, PartyFailedError, PartyLostError
+
+log = logging.getLogger("distgan")
+
+MAX_WORKER_RESTARTS = 3
 
 
 def build_local_parties(config: Config, run_dir: Path, pooled: bool, expectations: p.Expectations) -> Parties:
@@ -30,7 +41,9 @@ def build_local_parties(config: Config, run_dir: Path, pooled: bool, expectation
         plan = plan_data(config)
         parties = [build_party(config, plan, j, run_dir, pooled) for j in range(count)]
         return InProcessParties(parties, expectations, config.runtime.on_party_failure == "stop")
-    return WorkerParties(config, run_dir, pooled, count, expectations)
+    workers = WorkerParties(config, run_dir, pooled, count, expectations)
+    workers.restart_lost = config.runtime.on_party_failure == "wait"
+    return workers
 
 
 class InProcessParties(Parties):
@@ -54,6 +67,9 @@ class RemotePartyError(RuntimeError):
 
 def _worker_main(config_dict: dict[str, Any], run_dir: str, pooled: bool, party_ids: list[int],
                  threads: int, connection: Connection) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the coordinator alone decides how the run
+    # ends (it finishes the round and checkpoints, which needs these parties alive).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     config = Config.from_dict(config_dict)
     try:
@@ -86,25 +102,60 @@ class WorkerParties(Parties):
                  expectations: p.Expectations) -> None:
         super().__init__(count, expectations, config.runtime.on_party_failure == "stop")
         workers = min(config.runtime.workers, count)
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        context = mp.get_context("spawn")
+        self._threads = max(1, (os.cpu_count() or 1) // workers)
+        self._context = mp.get_context("spawn")
+        self._start_args = (config.to_dict(), str(run_dir), pooled)
         self._owner = {j: j % workers for j in range(count)}
-        self._connections: list[Connection] = []
-        self._processes: list[Any] = []
+        self._connections: list[Connection] = [None] * workers  # type: ignore[list-item]
+        self._processes: list[Any] = [None] * workers
+        self._restarts = [0] * workers
         for worker in range(workers):
-            ours, theirs = context.Pipe()
-            ids = [j for j in range(count) if self._owner[j] == worker]
-            process = context.Process(target=_worker_main, daemon=True,
-                                      args=(config.to_dict(), str(run_dir), pooled, ids, threads, theirs))
-            process.start()
-            theirs.close()
-            self._connections.append(ours)
-            self._processes.append(process)
-        for worker, connection in enumerate(self._connections):
+            self._spawn(worker)
+        for worker in range(workers):
             status, detail = self._receive(worker)
             if status != "ready":
                 self.close()
                 raise PartyFailedError(f"worker {worker} could not start its parties: {detail}")
+
+    def _hosted(self, worker: int) -> list[int]:
+        return [j for j in range(self.count) if self._owner[j] == worker]
+
+    def _spawn(self, worker: int) -> None:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(target=_worker_main, daemon=True,
+                                        args=(*self._start_args, self._hosted(worker), self._threads, theirs))
+        process.start()
+        theirs.close()
+        self._connections[worker], self._processes[worker] = ours, process
+
+    def _restart(self, parties: list[int]) -> list[int]:
+        """Start the dead workers of ``parties`` again; their parties reload their last saved state."""
+        ready: list[int] = []
+        for worker in sorted({self._owner[j] for j in parties}):
+            process = self._processes[worker]
+            if process.is_alive() or self._restarts[worker] >= MAX_WORKER_RESTARTS:
+                continue
+            self._restarts[worker] += 1
+            hosted = self._hosted(worker)
+            log.warning("%s: restarting it (%d of %d)", self._death(worker), self._restarts[worker],
+                        MAX_WORKER_RESTARTS)
+            self._connections[worker].close()
+            self._spawn(worker)
+            status, detail = self._receive(worker)
+            if status != "ready":
+                log.warning("worker %d did not come back: %s", worker, detail)
+                continue
+            loads = {j: p.LoadState(self.saved_rounds[j]) for j in hosted if j in self.saved_rounds}
+            outcomes = self._dispatch(loads) if loads else {}
+            refused = {j: o for j, o in outcomes.items() if not isinstance(o, p.Ack)}
+            if refused:
+                log.warning("worker %d came back but its parties could not reload their state: %s", worker,
+                            "; ".join(f"party {j}: {o}" for j, o in refused.items()))
+                continue
+            log.warning("worker %d is back: parties %s reloaded their state of rounds %s", worker, hosted,
+                        [self.saved_rounds.get(j, 0) for j in hosted])
+            ready.extend(j for j in parties if j in hosted)
+        return ready
 
     @property
     def pids(self) -> list[int]:
@@ -113,12 +164,21 @@ class WorkerParties(Parties):
     def _receive(self, worker: int) -> tuple[str, Any]:
         connection, process = self._connections[worker], self._processes[worker]
         while not connection.poll(0.05):
-            if not process.is_alive():
-                return "dead", f"worker process {process.pid} exited with code {process.exitcode}"
+            # A worker that exits cleanly may have left its last words in the pipe.
+            if not process.is_alive() and not connection.poll(0):
+                return "dead", self._death(worker)
         try:
             return connection.recv()
-        except (EOFError, OSError) as error:
-            return "dead", f"worker process {process.pid}: connection lost ({error})"
+        except (EOFError, OSError):
+            return "dead", self._death(worker)
+
+    def _death(self, worker: int) -> str:
+        process = self._processes[worker]
+        process.join(timeout=1)
+        code = process.exitcode
+        how = f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 else \
+            f"exited with code {code}"
+        return f"worker process {process.pid} (parties {self._hosted(worker)}) {how}"
 
     def _dispatch(self, requests: Mapping[int, p.Message]) -> dict[int, p.Message | BaseException]:
         batches: dict[int, dict[int, p.Message]] = {}
@@ -131,13 +191,13 @@ class WorkerParties(Parties):
                 self._connections[worker].send(batch)
                 sent.append(worker)
             except (BrokenPipeError, OSError) as error:
-                outcomes.update({j: PartyFailedError(f"worker unreachable ({error})") for j in batch})
+                outcomes.update({j: PartyLostError(f"worker unreachable ({error})") for j in batch})
         for worker in sent:
             status, detail = self._receive(worker)
             if status == "replies":
                 outcomes.update(detail)
             else:
-                outcomes.update({j: PartyFailedError(detail) for j in batches[worker]})
+                outcomes.update({j: PartyLostError(detail) for j in batches[worker]})
         return outcomes
 
     def close(self) -> None:
