@@ -1,0 +1,84 @@
+"""distgan experiment: re-run one of the paper's results over seeds and summarise it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distgan.cli.common import COMMANDS, Command, positive_int
+
+DESCRIPTION = """\
+Re-run one result of the paper (or the literature's baselines) over several seeds: every variant
+the figure compares, each seed a normal run folder under OUT/runs/, then OUT/summary.json (one row
+per run), OUT/table.md (mean ± std over seeds of cfid, coverage, party-coverage, tstr, wall time)
+and the comparison report of the runs side by side. Runs an earlier call finished are reused, so an
+interrupted experiment continues where it stopped.
+
+--scale paper (default) trains as long as the paper's figures need (hours on a CPU); --scale quick
+trains a few hundred rounds (minutes): how training starts, not where it ends.
+Examples:
+  distgan experiment --list
+  distgan experiment fig6 --scale quick
+  distgan experiment fig4-5 --seeds 5 --out experiments/fig4-5
+  distgan experiment fig14 --set runtime.device=cuda
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", metavar="NAME", help="the experiment (--list shows them)")
+    parser.add_argument("--seeds", type=positive_int, default=3, metavar="N", help="seeds 0..N-1 per variant (default 3)")
+    parser.add_argument("--scale", choices=("quick", "paper"), default="paper",
+                        help="run lengths: the paper's (default) or a quick few hundred rounds")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="experiment folder (default experiments/NAME-SCALE)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field in every run, e.g. --set runtime.device=cuda (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the runs the experiment would make; train nothing")
+    parser.add_argument("--verbose", action="store_true", help="print each run's progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    from distgan.cli.common import CommandError
+    from distgan.experiments import EXPERIMENTS, plan_runs, run_set
+
+    if args.list:
+        width = max(len(name) for name in EXPERIMENTS.names())
+        for name in EXPERIMENTS.names():
+            print(f"{name:<{width}}  {EXPERIMENTS.summary(name)}")
+        return 0
+    if args.name is None:
+        raise CommandError(f"name an experiment: {', '.join(EXPERIMENTS.names())}")
+    experiment = EXPERIMENTS.get(args.name)
+    specs = plan_runs(experiment, list(range(args.seeds)), args.scale, args.set)
+    out_dir = args.out or Path("experiments") / f"{experiment.name}-{args.scale}"
+    if args.dry_run:
+        for spec in specs:
+            print(f"{spec.name}: {spec.config.strategy.name}, {spec.config.data.split}, "
+                  f"{spec.config.data.parties} parties, {spec.limits.describe()}, train.rounds={spec.config.train.rounds}")
+        print(f"{len(specs)} runs into {out_dir}", file=sys.stderr)
+        return 0
+    print(f"{experiment.name}: {experiment.claim}", file=sys.stderr)
+    print(f"{len(specs)} runs ({len(experiment.variants)} variants x {len(experiment.budgets)} budgets x "
+          f"{args.seeds} seeds) into {out_dir}", file=sys.stderr)
+    _log_to_terminal()
+    run_set(specs, out_dir, quiet=not args.verbose)
+    print((out_dir / "table.md").read_text())
+    print(f"experiment folder: {out_dir}")
+    return 0
+
+
+def _log_to_terminal() -> None:
+    """One line per run on the terminal; each run's own progress lines go to its log.txt."""
+    import logging
+
+    logger = logging.getLogger("distgan_experiments")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+COMMANDS.register("experiment", "re-run a result of the paper over seeds; summary, table and report")(
+    Command(configure, run, DESCRIPTION))

@@ -1,0 +1,131 @@
+"""Presets and experiments: every preset trains on fake data; an experiment's summary has one row per
+run and the table the issue asks for; budgets end runs as they say."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distgan.cli import main
+from distgan.config import Config
+from distgan.experiments import (
+    EXPERIMENTS,
+    SCALES,
+    TABLE_COLUMNS,
+    Budget,
+    Experiment,
+    Limits,
+    RunSpec,
+    Variant,
+    apply_limits,
+    generator_steps_per_round,
+    markdown_table,
+    plan_runs,
+    run_set,
+)
+from distgan.models import natural_image_size
+from distgan.presets import PRESETS
+from distgan.training import train
+
+
+def on_fake_data(config: Config, rounds: int = 2) -> Config:
+    """The preset as it is, on fake data of the same kind (labels 0-9; 64 px colour for the DCGAN
+    presets), with small networks so that a run takes a moment. Parties run in this process (fig14
+    asks for worker processes; test_runs.py shows they give the same numbers, at seconds of start-up)."""
+    size = natural_image_size(config.model) or 28
+    channels = 3 if config.model.name == "dcgan" else 1
+    return config.with_overrides([
+        f"data.source=fake:n=200,channels={channels},size={size},classes=10", f"train.rounds={rounds}",
+        "train.batch_size=8", "model.hidden=32", "model.latent_dim=16", "model.channels=4",
+        "output.sample_every=1000", "output.checkpoint_every=1000", "output.log_every=1000", "output.eval_every=1000",
+        "runtime.workers=0"])
+
+
+@pytest.mark.parametrize("name", PRESETS.names())
+def test_every_preset_runs_two_rounds_on_fake_data(tmp_path, name):
+    config = on_fake_data(PRESETS.get(name)())
+    train(config, tmp_path, quiet=True)
+    records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records] == [1, 2]
+    expected_parties = 1 if config.strategy.name == "centralized" else config.data.parties
+    assert len(records[-1]["parties"]) == expected_parties
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_experiment_plans_valid_runs(scale):
+    for name in EXPERIMENTS.names():
+        experiment = EXPERIMENTS.get(name)
+        specs = plan_runs(experiment, [0, 1, 2], scale)
+        assert len(specs) == 3 * len(experiment.variants) * len(experiment.budgets)
+        assert len({spec.name for spec in specs}) == len(specs), "run folder names must be unique"
+        assert {spec.seed for spec in specs} == {0, 1, 2}
+
+
+def test_baselines_cover_every_strategy_on_both_splits_with_equal_steps():
+    specs = plan_runs(EXPERIMENTS.get("baselines"), [0], "quick")
+    strategies = {(s.config.strategy.name, s.config.data.split) for s in specs}
+    assert {name for name, _ in strategies} == {"centralized", "round-robin", "avg-output", "server-d", "md-gan",
+                                               "fedgan", "local-only"}
+    assert {split for _, split in strategies} == {"labels:0-4/5-9", "dirichlet:0.3"}
+    equal_steps = [s for s in specs if s.budget == "equal-steps"]
+    steps = {s.config.train.rounds * generator_steps_per_round(s.config) for s in equal_steps}
+    assert steps == {300}  # round-robin takes one G step per party and round: fewer rounds
+    five = next(s for s in equal_steps if s.config.strategy.name == "round-robin" and s.config.data.parties == 5)
+    assert five.config.train.rounds == 60
+
+
+def tiny(strategy: str = "round-robin") -> Config:
+    return on_fake_data(Config(), rounds=4).with_overrides([f"strategy.name={strategy}", "data.split=iid"])
+
+
+def fake_metrics(run_dir):
+    """Stand-in for the MNIST metrics where a test checks only the bookkeeping of the harness."""
+    return {"cfid": 10.0, "coverage": 10.0, "party_coverage": 1.0, "tstr": 0.5}
+
+
+def test_run_set_writes_one_row_per_run_and_the_table(tmp_path):
+    budget = Budget("rounds", Limits(rounds=3), Limits(rounds=3))
+    experiment = Experiment("test", "default", "a test", (Variant("rr"), Variant("avg", ("strategy.name=avg-output",))),
+                            (budget,))
+    specs = []
+    for variant in experiment.variants:
+        for seed in (0, 1):
+            config = tiny().with_overrides([*variant.overrides, f"runtime.seed={seed}"])
+            apply_limits(config, budget.quick, "quick")
+            specs.append(RunSpec("test", variant.label, budget.name, seed, config, budget.quick))
+    rows = run_set(specs, tmp_path, evaluate=fake_metrics)
+    summary = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert len(summary) == len(rows) == 4
+    assert {(r["variant"], r["seed"]) for r in summary} == {("rr", 0), ("rr", 1), ("avg", 0), ("avg", 1)}
+    assert all(r["rounds"] == 3 and r["wall_time_s"] > 0 for r in summary)
+    table = (tmp_path / "table.md").read_text().splitlines()
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert set(TABLE_COLUMNS) <= set(header)
+    assert len(table) == 2 + 2  # header, rule, one line per variant
+    assert "10.0 ± 0.0" in table[2]
+    # A second call reuses the finished runs instead of training them again.
+    stamp = (tmp_path / "runs" / specs[0].name / "stats.jsonl").stat().st_mtime_ns
+    run_set(specs, tmp_path, evaluate=fake_metrics)
+    assert (tmp_path / "runs" / specs[0].name / "stats.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_wall_time_budget_stops_the_run_early(tmp_path):
+    limits = Limits(wall_time_s=1e-6, max_rounds=50)
+    config = tiny()
+    apply_limits(config, limits, "quick")
+    [row] = run_set([RunSpec("test", "rr", "time", 0, config, limits)], tmp_path, evaluate=fake_metrics)
+    assert row["rounds"] == 1 and "wall-time budget" in row["stop_reason"]
+
+
+def test_mean_std_marks_missing_values():
+    rows = [{"variant": "a", "budget": "b", "rounds": 1, "generator_steps": 1, "wall_time_s": 1.0, "cfid": c}
+            for c in (1.0, 3.0, None)]
+    assert "2.0 ± 1.4 (2/3)" in markdown_table(rows)
+
+
+def test_experiment_command_lists_and_rejects_unknown_names(capsys):
+    assert main(["experiment", "--list"]) == 0
+    assert "fig14" in capsys.readouterr().out
+    assert main(["experiment", "nope"]) == 2
+    assert "valid: baselines" in capsys.readouterr().err
