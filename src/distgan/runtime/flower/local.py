@@ -106,6 +106,8 @@ class LocalFederation:
     def start(self, name: str, command: list[str], env: dict[str, str]) -> Started:
         log_path = self.logs / f"{name}.log"
         with log_path.open("ab") as log_file:
+            log_file.write(("$ " + " ".join(command) + "\n").encode())
+            log_file.flush()
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         started = Started(name, process, log_path)
