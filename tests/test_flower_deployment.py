@@ -16,10 +16,8 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from distgan.cli import main  # noqa: E402
-from distgan.runtime.flower.local import LocalFederation  # noqa: E402
-from distgan.training import train  # noqa: E402
-from tests.conftest import tiny_config  # noqa: E402
+from distgan.cli import main
+from distgan.runtime.flower.local import LocalFederation
 
 pytestmark = pytest.mark.slow
 
