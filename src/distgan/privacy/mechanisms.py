@@ -10,7 +10,7 @@ own storage (its checkpoints hold its non-private state; it is the data holder's
 
 **dp-sgd** (``auto`` picks it for every strategy; Xie et al. 2018's DP-GAN, Bie et al. 2023):
 each D step clips the per-sample gradients of the *real* half of the D loss to ``max_grad_norm``
-and adds Gaussian noise (Opacus's ``GradSampleHooks`` + ``DPOptimizer``), with real batches drawn
+and adds Gaussian noise (Opacus's ghost clipping hooks + ``DPOptimizerFastGradientClipping``), with real batches drawn
 by Poisson sampling at rate q = batch / n. The fake half uses no private data (the fakes come from
 G, itself a function of earlier private releases), so its gradient is added exactly, unclipped:
 only per-sample gradients of real samples bound the sensitivity (GS-WGAN's selective-barrier
@@ -44,8 +44,8 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from opacus.grad_sample import GradSampleHooks
-from opacus.optimizers import DPOptimizer
+from opacus.grad_sample import GradSampleHooksFastGradientClipping
+from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
 from torch import nn
 
@@ -147,15 +147,18 @@ class DPSGDDiscriminator(PartyPrivacy):
         if errors:
             raise ValueError(f"{self.owner}: DP-SGD cannot compute per-sample gradients of this discriminator "
                              f"({'; '.join(str(e) for e in errors)}); for dcgan use --set model.norm=group or none")
-        # Hooks on the party's own D (no wrapper: its state_dict and every other use stay as they are);
-        # they are enabled only around the real half of each D step.
-        self._hooks = GradSampleHooks(discriminator, loss_reduction="sum")
+        # Opacus's ghost clipping (Li et al. 2022): per-sample gradient *norms* without per-sample
+        # gradients (a Linear(784, 512) D would otherwise build a [B, 512, 784] tensor every step).
+        # Hooks on the party's own D (no wrapper: its state_dict and every other use stay as they
+        # are), enabled only for the first backward pass of the real half of each D step.
+        self._hooks = GradSampleHooksFastGradientClipping(discriminator, loss_reduction="sum",
+                                                          max_grad_norm=self.plan.max_grad_norm,
+                                                          use_ghost_clipping=True)
         self._hooks.disable_hooks()
         self._params = [param for param in discriminator.parameters() if param.requires_grad]
-        self._dp_optimizer = DPOptimizer(optimizer, noise_multiplier=self.plan.noise_multiplier,
-                                         max_grad_norm=self.plan.max_grad_norm,
-                                         expected_batch_size=self._expected_batch(), loss_reduction="mean",
-                                         generator=self._noise_rng)
+        self._dp_optimizer = DPOptimizerFastGradientClipping(
+            optimizer, noise_multiplier=self.plan.noise_multiplier, max_grad_norm=self.plan.max_grad_norm,
+            expected_batch_size=self._expected_batch(), loss_reduction="mean", generator=self._noise_rng)
         self._dp_optimizer.attach_step_hook(self.ledger.accountant.get_optimizer_hook_fn(self.plan.sample_rate))
         self._sampling_rng = torch.Generator().manual_seed(self._secret_seed ^ 0x5A5A5A5A)
 
@@ -180,21 +183,15 @@ class DPSGDDiscriminator(PartyPrivacy):
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 fake_logits = discriminator(fake)
                 fake_gradients = torch.autograd.grad(F.softplus(fake_logits).mean(), self._params)
-            # Real half: per-sample gradients (Opacus hooks), then clip, sum, noise, / expected batch.
+            # Real half: the sum of per-sample gradients each clipped to C (two backward passes:
+            # per-sample norms, then the loss reweighted by the clipping factors), then Opacus adds
+            # N(0, sigma^2 C^2), divides by the expected batch, and its hook steps the accountant.
             real = self._poisson_batch()
+            for param in self._params:
+                param.grad = torch.zeros_like(param)  # an empty Poisson draw takes a noise-only step
             if len(real):
-                self._hooks.enable_hooks()
-                try:
-                    with warnings.catch_warnings():  # torch notes the real images need no gradient: right
-                        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                        F.softplus(-discriminator(real)).sum().backward()
-                finally:
-                    self._hooks.disable_hooks()
-            else:  # an empty Poisson draw still takes its (noise-only) step, as Opacus does
-                for param in self._params:
-                    param.grad_sample = torch.zeros((0, *param.shape), device=param.device,  # type: ignore[attr-defined]
-                                                    dtype=param.dtype)
-            self._dp_optimizer.pre_step()  # clip + noise + scale; the accountant's hook counts the step
+                self._clipped_real_gradient(real)
+            self._dp_optimizer.pre_step()
             for param, gradient in zip(self._params, fake_gradients):
                 assert param.grad is not None
                 param.grad.add_(gradient)
@@ -202,6 +199,21 @@ class DPSGDDiscriminator(PartyPrivacy):
             d_fake += float(torch.sigmoid(fake_logits.detach()).mean())
         self._dp_optimizer.zero_grad(set_to_none=True)
         return p.DiscriminatorStats(d_fake=d_fake / len(fakes), steps=len(fakes), epsilon=self.ledger.epsilon)
+
+    def _clipped_real_gradient(self, real: torch.Tensor) -> None:
+        """Leave sum_b clip_C(grad softplus(-D(x_b))) in each ``param.grad`` (ghost clipping)."""
+        with warnings.catch_warnings():  # torch notes the real images need no gradient: right
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            self._hooks.enable_hooks()
+            try:
+                losses = F.softplus(-self._discriminator(real))
+                losses.sum().backward(retain_graph=True)  # hooks record each sample's gradient norm
+                factors = self._hooks.get_clipping_coef()
+            finally:
+                self._hooks.disable_hooks()
+            for param in self._params:
+                param.grad = None
+            (factors.detach() * losses).sum().backward()
 
     def _feedback(self, reply: p.Feedback) -> p.Feedback:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
