@@ -31,6 +31,8 @@ from distgan.runtime.flower.simulation import RayResources, server_app_of
 from distgan.strategies import STRATEGIES
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # Ray's notice about GPU env vars
+
 NOT_COMPARED = {"seconds", "elapsed_s", "overhead_s", "overhead_share", "party_compute_s", "messages"}
 
 
@@ -112,6 +114,9 @@ def simulated(tmp_path_factory) -> dict[str, Any]:
     outcomes: dict[str, Any] = {}
     fault = parity_config("round-robin")
     runs = {name: ServerRun(parity_config(name), root / "flower" / name) for name in STRATEGIES.names()}
+    # A run stopped after round 2 and resumed on Flower (parties reload their checkpoints).
+    runs["resume-first"] = ServerRun(parity_config("avg-output", train__rounds=2), root / "flower" / "resumed")
+    runs["resume-second"] = ServerRun(parity_config("avg-output"), root / "flower" / "resumed", resume=True)
     runs["fault-error"] = ServerRun(fault, root / "flower" / "fault-error")
     stop = parity_config("round-robin", runtime__on_party_failure="stop")
     runs["fault-stop"] = ServerRun(stop, root / "flower" / "fault-stop")
@@ -164,6 +169,16 @@ def test_flower_simulation_equals_in_process(simulated, strategy):
         _assert_close(round_local, round_flower, f"{strategy} round {round_local['round']}")
         assert 0 <= round_flower["overhead_share"] <= 1 and round_flower["messages"] >= 1
     assert (simulated["root"] / "flower" / strategy / "checkpoints" / "round-0000003.json").is_file()
+
+
+def test_a_flower_run_resumes_where_it_stopped(simulated):
+    for name in ("resume-first", "resume-second"):
+        assert not isinstance(simulated["outcomes"][name], Exception), simulated["outcomes"][name]
+    resumed = _records(simulated["root"] / "flower" / "resumed")
+    whole = _records(simulated["root"] / "flower" / "avg-output")
+    assert [r["round"] for r in resumed] == [1, 2, 3]
+    for round_whole, round_resumed in zip(whole, resumed):
+        _assert_close(round_whole, round_resumed, f"resumed round {round_whole['round']}")
 
 
 def test_a_failing_node_is_left_out_and_the_run_goes_on(simulated):

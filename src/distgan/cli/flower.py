@@ -2,7 +2,8 @@
 
   local      SuperLink + N SuperNodes on loopback (TLS and node auth), train, stop them all
   simulate   Flower's simulation engine (Ray), here or on a Ray cluster
-  keys       CA, SuperLink certificate and SuperNode keys for a federation across hosts
+  keys       CA and SuperLink certificate (and SuperNode keys) for a federation across hosts
+  node-key   a data holder's own SuperNode key pair
   superlink  start the SuperLink (coordinator's host) with distgan's settings
   supernode  start one party's SuperNode (data holder's host) with its data folder
   app        write the Flower app folder of a run, for  flwr run APP CONNECTION
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distgan.cli.common import COMMANDS, Command, CommandError, positive_int
+from distgan.cli.common import COMMANDS, Command, CommandError, non_negative_int, positive_int
 from distgan.cli.train import add_config_arguments, config_from_args
 from distgan.config import Config
 
@@ -35,8 +36,9 @@ Examples:
       --party 0 --parties 3 --data folder:/data/xrays
   distgan flower app --out app --run-dir runs/fed-1 --parties 3 --strategy avg-output
 
-Flower deployment runs D_LOCAL_STEPS D and G steps per message by default (coarse rounds, with
-rounds divided accordingly) unless --local-steps or train.local_steps is set.
+Flower deployment (local, app) runs many D and G steps per message unless --local-steps or
+train.local_steps is set: as many as fit D_BUDGET MiB of generated images (MNIST at batch 64:
+668), with rounds and output cadences divided accordingly, so the total training is unchanged.
 """
 
 
@@ -95,15 +97,32 @@ def _explicit_fields(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(named | {assignment.split("=", 1)[0] for assignment in args.set})
 
 
-def deployment_config(args: argparse.Namespace) -> Config:
-    """The config of ``args``, with coarse rounds unless local_steps was set explicitly."""
-    from distgan.runtime.flower.coarse import coarse_rounds
+def deployment_config(args: argparse.Namespace, party_data: list[str] | None = None) -> Config:
+    """The config of ``args``, with coarse rounds unless local_steps was set explicitly (sized by
+    the image shape of the data: the configured source, or the first party's own data)."""
+    from distgan.runtime.flower.coarse import coarse_rounds, deployment_local_steps
 
     config = config_from_args(args)
     explicit = _explicit_fields(args)
     if "train.local_steps" in explicit or config.train.local_steps != 1:
         return config
-    return coarse_rounds(config, keep=explicit)
+    try:
+        image_shape = _image_shape(config, party_data[0] if party_data else None)
+    except (ValueError, OSError) as error:
+        raise CommandError(f"cannot read the data here to size Flower's coarse rounds ({error}); "
+                           "pass --local-steps N") from None
+    return coarse_rounds(config, deployment_local_steps(image_shape, config.train.batch_size), keep=explicit)
+
+
+def _image_shape(config: Config, party_source: str | None) -> tuple[int, int, int]:
+    from distgan.assembly import plan_data
+    from distgan.data import load_source
+    from distgan.models import natural_image_size
+    from distgan.runtime.flower.node import source_spec
+
+    if party_source is None:
+        return plan_data(config).data.shape
+    return load_source(source_spec(party_source), config.data.image_size or natural_image_size(config.model)).shape
 
 
 def _run_folder(args: argparse.Namespace, config: Config) -> tuple[Config, Path, bool]:
@@ -138,7 +157,7 @@ def _configure_local(parser: argparse.ArgumentParser) -> None:
 def _local(args: argparse.Namespace) -> int:
     from distgan.runtime.flower.local import FlowerLaunchError, run_local
 
-    config, run_dir, resume = _run_folder(args, deployment_config(args))
+    config, run_dir, resume = _run_folder(args, deployment_config(args, args.party_data))
     print(f"Flower run: {config.data.parties} parties, {config.train.rounds} rounds of "
           f"{config.train.local_steps} local steps; run folder {run_dir}", file=sys.stderr)
     try:
@@ -181,7 +200,8 @@ def _configure_app(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="APP_DIR", help="folder to write the app into")
     parser.add_argument("--run-dir", type=Path, required=True, metavar="RUN_DIR",
                         help="the run folder on the SuperLink's host (the ServerApp writes there)")
-    parser.add_argument("--resume", action="store_true", help="the run continues RUN_DIR from its checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue RUN_DIR from its checkpoint with its own config (--rounds may extend it)")
     _transport_options(parser)
 
 
@@ -189,7 +209,15 @@ def _configure_app(parser: argparse.ArgumentParser) -> None:
 def _app(args: argparse.Namespace) -> int:
     from distgan.runtime.flower.apps import write_app
 
-    path = write_app(args.out, deployment_config(args), args.run_dir, args.resume, _settings(args))
+    if args.resume:  # continue the run with its own config (only --rounds may extend it)
+        from distgan import training
+
+        config = training.load_run_config(args.run_dir)
+        if args.rounds is not None:
+            config.train.rounds = args.rounds
+    else:
+        config = deployment_config(args)
+    path = write_app(args.out, config, args.run_dir, args.resume, _settings(args))
     print(f"wrote {path}; start the run with:  flwr run {args.out} <connection>")
     return 0
 
@@ -199,7 +227,8 @@ def _configure_keys(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the key material")
     parser.add_argument("--host", action="append", required=True, metavar="HOST",
                         help="address the SuperNodes dial (IP or DNS name; repeatable)")
-    parser.add_argument("--nodes", type=positive_int, required=True, metavar="N", help="SuperNode keys to make")
+    parser.add_argument("--nodes", type=non_negative_int, default=0, metavar="N",
+                        help="SuperNode key pairs to make here (default 0: each data holder makes its own)")
 
 
 @action("keys", "make the CA, SuperLink certificate and SuperNode keys of a federation", _configure_keys)
@@ -214,6 +243,22 @@ def _keys(args: argparse.Namespace) -> int:
         print(f"party {j}: give {key.private_key} and {certificates.ca_certificate} to its data holder; "
               f"register {key.public_key} with  flwr supernode register")
     print(f"SuperLink: {certificates.certificate} and {certificates.key} (keep the key on that host)")
+    return 0
+
+
+def _configure_node_key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="private key file to write (FILE.pub gets the public key to send to the coordinator)")
+
+
+@action("node-key", "make this data holder's SuperNode key pair (send only FILE.pub)", _configure_node_key)
+def _node_key(args: argparse.Namespace) -> int:
+    from distgan.runtime.flower.tls import make_node_key
+
+    if args.out.exists():
+        raise CommandError(f"--out {args.out}: exists; key material is never overwritten")
+    key = make_node_key(args.out.parent, args.out.name)
+    print(f"private key {key.private_key} (stays here); send {key.public_key} to the coordinator")
     return 0
 
 
@@ -308,9 +353,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _description() -> str:
-    from distgan.runtime.flower.coarse import FLOWER_LOCAL_STEPS
+    from distgan.runtime.flower.coarse import MESSAGE_BUDGET_BYTES
 
-    return DESCRIPTION.replace("D_LOCAL_STEPS", str(FLOWER_LOCAL_STEPS))
+    return DESCRIPTION.replace("D_BUDGET", str(MESSAGE_BUDGET_BYTES // 2**20))
 
 
 COMMANDS.register("flower", "run on Flower: local federation, simulation, or hosts of different organisations")(
