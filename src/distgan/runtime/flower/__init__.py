@@ -1,9 +1,11 @@
 """distgan on Flower: a ServerApp whose main loop is the coordinator, a ClientApp per party.
 
-``apps.py``     the Flower components (``server_app``, ``client_app``) and the app folder
-``server.py``   the ServerApp: run config -> :func:`distgan.training.train` with FlowerParties
+``server.py``   the ServerApp (``server_app``): run config -> :func:`distgan.training.train`
 ``parties.py``  ``FlowerParties``: the Parties handle over Flower messages
-``client.py``   the ClientApp: one message, one :meth:`Party.handle`
+``client.py``   the ClientApp (``client_app``): one message, one :meth:`Party.handle`
+``apps.py``     the app folder ``flwr run`` submits (its pyproject.toml names the two above)
+``simulation.py``  Flower's simulation engine on Ray, here or on a cluster
+``coarse.py``   coarse rounds: the default local_steps of a deployed run
 ``node.py``     node config -> which party, which data, which state folder
 ``records.py``  protocol messages <-> Flower records
 ``local.py``    ``distgan flower local``: SuperLink and SuperNodes on loopback, TLS and node auth

@@ -1,9 +1,10 @@
-"""The Flower components of distgan and the app folder ``flwr run`` submits.
+"""The app folder ``flwr run`` submits for one distgan run.
 
-``[tool.flwr.app.components]`` points at ``server_app`` and ``client_app`` below, inside the
-installed distgan package: the app folder holds only ``pyproject.toml`` (with the run's config as
-run-config defaults), and every host runs the distgan it has installed (runtime dependency
-installation is off).
+``[tool.flwr.app.components]`` points at ``distgan.runtime.flower.server:server_app`` and
+``distgan.runtime.flower.client:client_app``, inside the installed distgan package (two modules,
+so a ClientApp process, started for every message, imports only what a party needs): the app
+folder holds only ``pyproject.toml`` (with the run's config as run-config defaults), and every host
+runs the distgan it has installed (runtime dependency installation is off).
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from pathlib import Path
+from typing import Any
 
 from distgan.config import Config
-from distgan.runtime.flower.client import build_client_app
 from distgan.runtime.flower.parties import FlowerSettings
-from distgan.runtime.flower.server import build_server_app
 
-server_app = build_server_app()
-client_app = build_client_app()
-
+SERVER_COMPONENT = "distgan.runtime.flower.server:server_app"
+CLIENT_COMPONENT = "distgan.runtime.flower.client:client_app"
 APP_NAME = "distgan"
 PUBLISHER = "distgan"
 
@@ -56,8 +55,8 @@ def write_app(folder: Path, config: Config, run_dir: Path, resume: bool = False,
         f'publisher = "{PUBLISHER}"',
         "",
         "[tool.flwr.app.components]",
-        'serverapp = "distgan.runtime.flower.apps:server_app"',
-        'clientapp = "distgan.runtime.flower.apps:client_app"',
+        f'serverapp = "{SERVER_COMPONENT}"',
+        f'clientapp = "{CLIENT_COMPONENT}"',
         "",
         "[tool.flwr.app.config]",
         *(f"{key} = {value}" for key, value in run_config.items()),
@@ -67,3 +66,16 @@ def write_app(folder: Path, config: Config, run_dir: Path, resume: bool = False,
     path = folder / "pyproject.toml"
     path.write_text("\n".join(lines))
     return path
+
+
+def __getattr__(name: str) -> Any:
+    """App folders written by earlier versions name ``apps:server_app`` / ``apps:client_app``."""
+    if name == "server_app":
+        from distgan.runtime.flower.server import server_app
+
+        return server_app
+    if name == "client_app":
+        from distgan.runtime.flower.client import client_app
+
+        return client_app
+    raise AttributeError(name)

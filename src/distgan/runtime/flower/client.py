@@ -84,6 +84,10 @@ def build_client_app(state_root: Path | None = None, keep_live: bool = True,
     return app
 
 
+client_app = build_client_app()
+"""The ClientApp Flower loads (``[tool.flwr.app.components] clientapp``)."""
+
+
 def _hello(content: RecordDict, context: Context, state_root: Path | None) -> RecordDict:
     record = content.config_records.get(HELLO_RECORD)
     if record is None or not isinstance(record.get("session"), str) or not isinstance(record.get("config"), str):

@@ -87,3 +87,7 @@ def build_server_app(run: ServerRun | None = None) -> ServerApp:
         run_on_grid(grid, run or ServerRun.from_run_config(context.run_config))
 
     return app
+
+
+server_app = build_server_app()
+"""The ServerApp Flower loads (``[tool.flwr.app.components] serverapp``): its run from the run config."""
