@@ -85,7 +85,22 @@ def tiny_discriminator() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1), nn.Flatten(0))
 
 
-def test_dp_sgd_clips_every_real_per_sample_gradient_and_not_the_fake_term() -> None:
+def mean_clipped_gradient(discriminator: nn.Module, images: torch.Tensor, sign: float, clip: float) \
+        -> tuple[list[torch.Tensor], list[float]]:
+    """Per-sample gradients of softplus(sign * D(x)) by hand, one sample at a time, clipped and averaged."""
+    params = list(discriminator.parameters())
+    total = [torch.zeros_like(param) for param in params]
+    norms = []
+    for image in images:
+        grads = torch.autograd.grad(F.softplus(sign * discriminator(image[None])).sum(), params)
+        norm = float(torch.sqrt(sum(g.pow(2).sum() for g in grads)))
+        norms.append(norm)
+        for accumulated, g in zip(total, grads):
+            accumulated += g * min(1.0, clip / (norm + 1e-6)) / len(images)
+    return total, norms
+
+
+def test_dp_sgd_clips_every_per_sample_gradient() -> None:
     data = make_fake(n=6, channels=1, size=4, classes=2)
     discriminator = tiny_discriminator()
     clip = 0.01  # far below these gradients' norms, so every sample is clipped
@@ -93,23 +108,14 @@ def test_dp_sgd_clips_every_real_per_sample_gradient_and_not_the_fake_term() -> 
     engine.attach(discriminator, torch.optim.SGD(discriminator.parameters(), lr=1.0), data, torch.device("cpu"))
     fake = torch.rand(1, 4, 1, 4, 4) * 2 - 1
     before = [param.detach().clone() for param in discriminator.parameters()]
-    real = data.images.float() / 127.5 - 1
-    expected = [torch.zeros_like(param) for param in before]
-    norms = []
-    for image in real:  # per-sample gradients by hand, one sample at a time
-        grads = torch.autograd.grad(F.softplus(-discriminator(image[None])).sum(), list(discriminator.parameters()))
-        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
-        norms.append(float(norm))
-        for total, g in zip(expected, grads):
-            total += g * min(1.0, clip / (float(norm) + 1e-6)) / len(real)
-    fake_grads = torch.autograd.grad(F.softplus(discriminator(fake[0])).mean(), list(discriminator.parameters()))
-    stats = engine.discriminator_steps(fake)
-    assert min(norms) > 10 * clip
-    for old, new, clipped, fake_grad in zip(before, discriminator.parameters(), expected, fake_grads):
-        torch.testing.assert_close(old - new.detach(), clipped + fake_grad, atol=1e-6, rtol=1e-4)
-    real_part = [old - new.detach() - fake_grad for old, new, fake_grad in
-                 zip(before, discriminator.parameters(), fake_grads)]
-    assert math.sqrt(sum(float(part.pow(2).sum()) for part in real_part)) <= clip * (1 + 1e-4)
+    real_part, real_norms = mean_clipped_gradient(discriminator, data.images.float() / 127.5 - 1, -1.0, clip)
+    fake_part, fake_norms = mean_clipped_gradient(discriminator, fake[0], 1.0, clip)
+    stats = engine.discriminator_steps(fake)  # rate 1: every record is in the batch; sigma ~ 0: no noise
+    assert min(real_norms + fake_norms) > 10 * clip
+    for old, new, real_gradient, fake_gradient in zip(before, discriminator.parameters(), real_part, fake_part):
+        torch.testing.assert_close(old - new.detach(), real_gradient + fake_gradient, atol=1e-6, rtol=1e-4)
+    step = [old - new.detach() for old, new in zip(before, discriminator.parameters())]
+    assert math.sqrt(sum(float(part.pow(2).sum()) for part in step)) <= 2 * clip * (1 + 1e-4)
     assert stats.steps == 1 and stats.d_real == 0.0 and stats.d_loss == 0.0 and stats.epsilon > 0
 
 

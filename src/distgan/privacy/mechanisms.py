@@ -14,7 +14,8 @@ and adds Gaussian noise (Opacus's ghost clipping hooks + ``DPOptimizerFastGradie
 by Poisson sampling at rate q = batch / n. The fake half uses no private data (the fakes come from
 G, itself a function of earlier private releases), so its gradient is added exactly, unclipped:
 only per-sample gradients of real samples bound the sensitivity (GS-WGAN's selective-barrier
-argument applied to D). D is then DP, and everything a party computes from D -- weights, deltas,
+argument applied to D; the fake half is clipped per sample as well, without noise, so that both
+halves keep one scale). D is then DP, and everything a party computes from D -- weights, deltas,
 feedback on generated images, its own G in fedgan / local-only -- is post-processing. Accounted as
 one sampled Gaussian step per D step.
 
@@ -173,47 +174,50 @@ class DPSGDDiscriminator(PartyPrivacy):
 
     def discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
         self.ledger.check(len(fakes))
-        discriminator = self._discriminator
-        discriminator.train()
+        self._discriminator.train()
         d_fake = 0.0
         for fake in fakes.to(self._device):
             self._dp_optimizer.zero_grad(set_to_none=True)
-            # Fake half: no private data, so its exact gradient is added after the noise.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                fake_logits = discriminator(fake)
-                fake_gradients = torch.autograd.grad(F.softplus(fake_logits).mean(), self._params)
-            # Real half: the sum of per-sample gradients each clipped to C (two backward passes:
-            # per-sample norms, then the loss reweighted by the clipping factors), then Opacus adds
+            # Fake half: no private data, so no noise; clipped per sample like the real half only so
+            # that both halves of the D loss keep the same scale (C bounds one, not the other, else).
+            fake_logits, fake_gradient = self._clipped_sum(fake, sign=1.0)
+            # Real half: the sum of per-sample gradients each clipped to C; then Opacus adds
             # N(0, sigma^2 C^2), divides by the expected batch, and its hook steps the accountant.
             real = self._poisson_batch()
-            for param in self._params:
-                param.grad = torch.zeros_like(param)  # an empty Poisson draw takes a noise-only step
             if len(real):
-                self._clipped_real_gradient(real)
+                self._clipped_sum(real, sign=-1.0)
+            else:  # an empty Poisson draw still takes its (noise-only) step
+                for param in self._params:
+                    param.grad = torch.zeros_like(param)
             self._dp_optimizer.pre_step()
-            for param, gradient in zip(self._params, fake_gradients):
+            for param, gradient in zip(self._params, fake_gradient):
                 assert param.grad is not None
-                param.grad.add_(gradient)
+                param.grad.add_(gradient, alpha=1.0 / len(fake))
             self._dp_optimizer.original_optimizer.step()
-            d_fake += float(torch.sigmoid(fake_logits.detach()).mean())
+            d_fake += float(torch.sigmoid(fake_logits).mean())
         self._dp_optimizer.zero_grad(set_to_none=True)
         return p.DiscriminatorStats(d_fake=d_fake / len(fakes), steps=len(fakes), epsilon=self.ledger.epsilon)
 
-    def _clipped_real_gradient(self, real: torch.Tensor) -> None:
-        """Leave sum_b clip_C(grad softplus(-D(x_b))) in each ``param.grad`` (ghost clipping)."""
-        with warnings.catch_warnings():  # torch notes the real images need no gradient: right
+    def _clipped_sum(self, images: torch.Tensor, sign: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``sum_b clip_C(grad softplus(sign * D(x_b)))`` by Opacus's ghost clipping: one backward
+        pass records each sample's gradient norm, a second one the loss reweighted by the clipping
+        factors. Leaves the sum in ``param.grad`` and returns it with the logits."""
+        with warnings.catch_warnings():  # torch notes the images need no gradient: right
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for param in self._params:
+                param.grad = None
             self._hooks.enable_hooks()
             try:
-                losses = F.softplus(-self._discriminator(real))
-                losses.sum().backward(retain_graph=True)  # hooks record each sample's gradient norm
+                logits = self._discriminator(images)
+                losses = F.softplus(sign * logits)
+                losses.sum().backward(retain_graph=True)
                 factors = self._hooks.get_clipping_coef()
             finally:
                 self._hooks.disable_hooks()
             for param in self._params:
                 param.grad = None
             (factors.detach() * losses).sum().backward()
+        return logits.detach(), [param.grad.clone() for param in self._params if param.grad is not None]
 
     def _feedback(self, reply: p.Feedback) -> p.Feedback:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
