@@ -17,8 +17,10 @@ from distgan.checkpoint import CheckpointError, atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook, checkpoint_stems
 from distgan.generator import GeneratorTrainer
+from distgan.metrics import attach_metrics
 from distgan.models import build_models
 from distgan.plots import plot_losses, read_jsonl
+from distgan.report import attach_report
 from distgan.runtime.base import ModelReference, Parties
 from distgan.runtime.local import build_local_parties
 from distgan.strategies import STRATEGIES, StrategyContext
@@ -159,6 +161,14 @@ def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = Fal
     try:
         coordinator = build_coordinator(config, run_dir, parties)
     except BaseException:
+        if not resume:
+            discard_unstarted_run(run_dir)
+        raise
+    try:  # metrics first: round_hooks may read the record["metrics"] they add
+        attach_metrics(coordinator)
+        attach_report(coordinator)
+    except BaseException:
+        coordinator.parties.close()
         if not resume:
             discard_unstarted_run(run_dir)
         raise

@@ -12,6 +12,7 @@ from distgan.cli.common import COMMANDS, CommandError
 # Importing a command module registers it.
 from distgan.cli import audit, flower, presets_cmd, sample, train  # noqa: F401,E402,I001
 from distgan.cli import experiment  # noqa: F401,E402,I001
+from distgan.cli import evaluate, evaluator, report_cmd  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:
