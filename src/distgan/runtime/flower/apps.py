@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from pathlib import Path
-from typing import Any
 
 from distgan.config import Config
 from distgan.runtime.flower.parties import FlowerSettings
@@ -67,15 +66,3 @@ def write_app(folder: Path, config: Config, run_dir: Path, resume: bool = False,
     path.write_text("\n".join(lines))
     return path
 
-
-def __getattr__(name: str) -> Any:
-    """App folders written by earlier versions name ``apps:server_app`` / ``apps:client_app``."""
-    if name == "server_app":
-        from distgan.runtime.flower.server import server_app
-
-        return server_app
-    if name == "client_app":
-        from distgan.runtime.flower.client import client_app
-
-        return client_app
-    raise AttributeError(name)
