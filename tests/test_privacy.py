@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -46,13 +47,13 @@ def test_ledger_epsilon_equals_opacus_rdp_accountant(sigma: float, rate: float, 
 def test_noise_from_target_epsilon_reaches_it_over_the_planned_steps(make_config) -> None:
     config = make_config("avg-output", rounds=40, privacy__epsilon=3.0)
     made = make_plan(config, "dp-sgd", samples=120)
-    assert made.sample_rate == pytest.approx(8 / 120) and made.planned_steps == 41
+    assert made.sample_rate == pytest.approx(8 / 120) and made.planned_steps == 40
     reference = RDPAccountant()
     reference.history = [(made.noise_multiplier, made.sample_rate, made.planned_steps)]
     assert 3.0 - 0.02 <= reference.get_epsilon(delta=made.target_delta) <= 3.0
     # The sanitizer's query touches every record: no subsampling, B Gaussian releases per step.
     sanitizer = make_plan(config, "gradient-sanitizer", samples=120)
-    assert sanitizer.sample_rate == 1.0 and sanitizer.planned_steps == 41 * 8
+    assert sanitizer.sample_rate == 1.0 and sanitizer.planned_steps == 40 * 8
     assert sanitizer.noise_multiplier > made.noise_multiplier
 
 
@@ -189,3 +190,25 @@ def test_dp_run_reports_increasing_epsilon_and_stops_cleanly_at_its_budget(make_
     assert f"stopping after round {len(records)} of 30: privacy budget of party" in log
     assert (tmp_path / "checkpoints" / f"round-{len(records):07d}.json").is_file()
     assert (tmp_path / "samples" / f"round-{len(records):07d}.png").is_file()
+
+
+def test_resume_continues_the_privacy_ledger_and_a_spent_budget_stays_spent(make_config, tmp_path) -> None:
+    """Epsilon depends only on the steps taken, so a resumed run reports what an uninterrupted one does."""
+    def epsilons(run_dir) -> list[float]:
+        lines = (run_dir / "stats.jsonl").read_text().splitlines()
+        return [json.loads(line)["parties"]["1"]["epsilon"] for line in lines]
+
+    config = make_config("round-robin", rounds=6, privacy__epsilon=30.0)  # checkpoints at rounds 3 and 6
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(config, whole, quiet=True)
+    shutil.copytree(whole, split)
+    for path in (split / "checkpoints").glob("round-0000006.*"):
+        path.unlink()  # as if the run had died after round 5: resume from round 3
+    train(config, split, resume=True, quiet=True)
+    assert len(epsilons(whole)) == 6 and 29.5 < epsilons(whole)[-1] <= 30.0
+    assert epsilons(split) == pytest.approx(epsilons(whole), rel=1e-12)
+    # Asking a finished run for more rounds cannot buy more privacy: it ends at once, cleanly.
+    config.train.rounds = 9
+    train(config, whole, resume=True, quiet=True)
+    assert len(epsilons(whole)) == 6
+    assert "not running round 7: privacy budget of party" in (whole / "log.txt").read_text()

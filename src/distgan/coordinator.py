@@ -92,8 +92,9 @@ class Coordinator:
         self.interrupted = False
         """Ctrl-C arrived: the run stopped after the round it was in, with a checkpoint."""
         self._round_in_progress = False
-        if config.privacy.enabled:
-            self.hooks.append(BudgetMonitor(config))
+        self.budget_monitor = BudgetMonitor(config) if config.privacy.enabled else None
+        if self.budget_monitor is not None:
+            self.hooks.append(self.budget_monitor)
         self.grid_latents = torch.randn(GRID_SAMPLES, self.trainer.factory.latent_dim,
                                         generator=make_generator(config.runtime.seed, "grid-latents"))
         self._selection_rng = make_generator(config.runtime.seed, "party-selection")
@@ -114,6 +115,9 @@ class Coordinator:
         out = self.config.output
         if self.round == 0:
             self.save_samples()
+        if self.budget_monitor is not None and self.budget_monitor.spent_before_start(self):
+            log.warning("not running round %d: %s", self.round + 1, self.stop_reason)
+            total = self.round  # a resumed run whose privacy budget is used up goes straight to its end
         try:
             with self.stats_path.open("a") as stats_file, self._finish_round_on_interrupt():
                 while self.round < total:

@@ -8,10 +8,8 @@ sigma, epsilon (if any) is only a budget. The ledger is an :class:`opacus.accoun
 that the party steps once per mechanism invocation and asks for epsilon spent; it refuses, before
 any privacy is spent, a request that would take the party over its budget.
 
-Planned steps: ``(train.rounds + 1) x local_steps x MESSAGES_PER_ROUND`` mechanism invocations,
-times the batch size for the gradient sanitizer (see :mod:`distgan.privacy.mechanisms`). The one
-extra round of margin keeps the coordinator's conservative budget check (which extrapolates the
-last round's spend, see :mod:`distgan.privacy.budget`) from stopping a planned run one round early.
+Planned steps: ``train.rounds x local_steps x MESSAGES_PER_ROUND`` mechanism invocations, times
+the batch size for the gradient sanitizer (see :mod:`distgan.privacy.mechanisms`).
 """
 
 from __future__ import annotations
@@ -70,10 +68,14 @@ class PrivacyPlan:
                 f"max_grad_norm={self.max_grad_norm:g}, delta={self.target_delta:.3g}, epsilon budget {budget}")
 
 
+def mechanism_steps_per_round(config: Config) -> int:
+    """Mechanism invocations (D steps, or feedback batches) of one party in one round."""
+    return config.train.local_steps * MESSAGES_PER_ROUND.get(config.strategy.name, 1)
+
+
 def planned_mechanism_steps(config: Config) -> int:
-    """Mechanism invocations one party makes in a full run (one more round as margin)."""
-    per_round = MESSAGES_PER_ROUND.get(config.strategy.name, 1)
-    return (config.train.rounds + 1) * config.train.local_steps * per_round
+    """Mechanism invocations one party makes in a full run."""
+    return config.train.rounds * mechanism_steps_per_round(config)
 
 
 def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
@@ -97,7 +99,7 @@ def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
     if privacy.noise_multiplier is not None:
         sigma, planned = privacy.noise_multiplier, 0
         if privacy.epsilon is not None:
-            round_steps = config.train.local_steps * MESSAGES_PER_ROUND.get(config.strategy.name, 1) * per_step
+            round_steps = mechanism_steps_per_round(config) * per_step
             first_round = RDPAccountant()
             first_round.history = [(sigma, sample_rate, round_steps)]
             with _quiet_alpha_warning():

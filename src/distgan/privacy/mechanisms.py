@@ -151,7 +151,7 @@ class DPSGDDiscriminator(PartyPrivacy):
         # Opacus's ghost clipping (Li et al. 2022): per-sample gradient *norms* without per-sample
         # gradients (a Linear(784, 512) D would otherwise build a [B, 512, 784] tensor every step).
         # Hooks on the party's own D (no wrapper: its state_dict and every other use stay as they
-        # are), enabled only for the first backward pass of the real half of each D step.
+        # are), enabled only for the norm-recording backward passes of each D step.
         self._hooks = GradSampleHooksFastGradientClipping(discriminator, loss_reduction="sum",
                                                           max_grad_norm=self.plan.max_grad_norm,
                                                           use_ghost_clipping=True)
@@ -217,7 +217,8 @@ class DPSGDDiscriminator(PartyPrivacy):
             for param in self._params:
                 param.grad = None
             (factors.detach() * losses).sum().backward()
-        return logits.detach(), [param.grad.clone() for param in self._params if param.grad is not None]
+        return logits.detach(), [torch.zeros_like(param) if param.grad is None else param.grad.clone()
+                                 for param in self._params]
 
     def _feedback(self, reply: p.Feedback) -> p.Feedback:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
