@@ -8,9 +8,10 @@ rule (:func:`distgan.losses.generator_input_gradient`).
 
 from __future__ import annotations
 
-from typing import cast
+from typing import ClassVar, cast
 
 from distgan import protocol as p
+from distgan.losses import GeneratorLoss, generator_loss
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 
@@ -18,6 +19,8 @@ from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 @STRATEGIES.register("avg-output", "Alg. 2: G trains on the (weighted) mean of all parties' D outputs")
 class AverageOutput(Strategy):
     name = "avg-output"
+    combine: ClassVar[GeneratorLoss] = staticmethod(generator_loss)  # type: ignore[assignment]
+    """How the parties' logits make G's loss: here the paper's mean of probabilities."""
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         batches = self.trainer.fakes(self.local_steps)
@@ -25,5 +28,6 @@ class AverageOutput(Strategy):
                        p.Feedback)
         answered = sorted(replies)
         feedback = [cast(p.Feedback, replies[j]) for j in answered]
-        g_loss = self.trainer.step_on_feedback(batches, feedback, self.party_weights(answered)) if feedback else 0.0
+        g_loss = self.trainer.step_on_feedback(batches, feedback, self.party_weights(answered),
+                                               type(self).combine) if feedback else 0.0
         return RoundResult(g_loss, {j: f.stats for j, f in zip(answered, feedback)})

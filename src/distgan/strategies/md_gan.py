@@ -28,7 +28,8 @@ from distgan import protocol as p
 from distgan.losses import mean_of_generator_losses
 from distgan.runtime.base import Parties
 from distgan.seeding import make_generator
-from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
+from distgan.strategies.avg_output import AverageOutput
+from distgan.strategies.base import STRATEGIES, RoundResult, only
 
 
 def swap_cycle(parties: list[int], seed: int, round_index: int) -> dict[int, int]:
@@ -41,22 +42,19 @@ def swap_cycle(parties: list[int], seed: int, round_index: int) -> dict[int, int
 
 
 @STRATEGIES.register("md-gan", "baseline (Hardy et al. 2019): averaged D feedback, parties swap Ds every E rounds")
-class MDGAN(Strategy):
+class MDGAN(AverageOutput):
+    """avg-output's round with MD-GAN's feedback rule, then the discriminator swap."""
+
     name = "md-gan"
+    combine = staticmethod(mean_of_generator_losses)
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
-        batches = self.trainer.fakes(self.local_steps)
-        replies = only(parties.request_all(p.TrainDiscriminator(batches.images, feedback=True), selected),
-                       p.Feedback)
-        answered = sorted(replies)
-        feedback = [cast(p.Feedback, replies[j]) for j in answered]
-        g_loss = self.trainer.step_on_feedback(batches, feedback, self.party_weights(answered),
-                                               mean_of_generator_losses) if feedback else 0.0
+        result = super().run_round(round_index, parties, selected)
         swapped = 0.0
         if (round_index + 1) % self.config.strategy.swap_every == 0:
             swapped = float(len(self.swap(round_index, parties)))
-        return RoundResult(g_loss, {j: f.stats for j, f in zip(answered, feedback)},
-                           {"swapped_discriminators": swapped})
+        result.extra["swapped_discriminators"] = swapped
+        return result
 
     def swap(self, round_index: int, parties: Parties) -> dict[int, int]:
         """Move every active party's D to the next party of this round's cycle; returns the plan."""
