@@ -9,7 +9,7 @@ How many? Strategies that exchange per-step feedback carry one batch of generate
 one batch of gradients up per step, so message size grows with the steps; the default takes as
 many steps as fit in ``MESSAGE_BUDGET_BYTES`` of generated images (MNIST at batch 64: 668 steps,
 128 MiB each way). Measured overhead at this default: ``benchmarks/flower_overhead.py`` and the
-README's Flower section. (Weight-exchanging strategies — fedgan, local-only, md-gan — send the
+README's Flower section. (Weight-exchanging strategies — fedgan, local-only — send the
 same bytes whatever the steps; raise ``--local-steps`` for them.)
 """
 
