@@ -99,7 +99,10 @@ class LocalFederation:
 
     # -- processes --------------------------------------------------------------------------------
     def environment(self, home: str, **extra: str) -> dict[str, str]:
-        env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(self.work / "home" / home), **extra}
+        env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(self.work / "home" / home),
+               # SuperExec looks for new ServerApp / ClientApp tasks every second by default: a
+               # quarter of that takes ~0.4 s off every message for a few cheap local requests.
+               "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.25", **extra}
         Path(env["FLWR_HOME"]).mkdir(parents=True, exist_ok=True)
         return env
 
@@ -119,25 +122,22 @@ class LocalFederation:
         return [s.process.pid for s in self.started]
 
     def stop(self) -> None:
-        """End every process started here, newest first: SIGTERM, then the process group, then SIGKILL."""
-        running = [s for s in reversed(self.started) if s.process.poll() is None]
-        for item in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(item.process.pid, signal.SIGTERM)
+        """End every process started here and its children (SuperExec, ServerApp and ClientApp
+        processes share the process group of the process we started, whose id is its PID):
+        SIGTERM to each group, then SIGKILL to any still alive after a grace period."""
+        for item in reversed(self.started):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(item.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for item in running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                item.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        # Children (SuperExec, ServerApp, ClientApp processes) share the group of the process we started.
+        while time.monotonic() < deadline and any(
+                item.process.poll() is None or _group_alive(item.process.pid) for item in self.started):
+            time.sleep(0.1)
         for item in self.started:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if not _group_alive(item.process.pid):
-                    break
+            if item.process.poll() is None or _group_alive(item.process.pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(item.process.pid, sig)
+                    os.killpg(item.process.pid, signal.SIGKILL)
                 _wait_group(item.process.pid, 3.0)
-            if item.process.poll() is None:
-                item.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 item.process.wait(timeout=5)
 
     def __enter__(self) -> LocalFederation:
