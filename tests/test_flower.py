@@ -96,6 +96,10 @@ def parity_config(strategy: str, **sections: object):
                                               "strategy__swap_every": 2, **sections})
 
 
+PRIVATE = {"privacy__noise_multiplier": 1.0}
+"""DP-SGD in every party: its privacy ledger and noise state must survive between messages too."""
+
+
 def _fault_mod(message, context, call_next):
     """Party 1 fails from its second training message on, in sessions named fault-*."""
     record = context.state.config_records.get(SESSION_RECORD)
@@ -114,6 +118,7 @@ def simulated(tmp_path_factory) -> dict[str, Any]:
     outcomes: dict[str, Any] = {}
     fault = parity_config("round-robin")
     runs = {name: ServerRun(parity_config(name), root / "flower" / name) for name in STRATEGIES.names()}
+    runs["private"] = ServerRun(parity_config("avg-output", **PRIVATE), root / "flower" / "private")
     # A run stopped after round 2 and resumed on Flower (parties reload their checkpoints).
     runs["resume-first"] = ServerRun(parity_config("avg-output", train__rounds=2), root / "flower" / "resumed")
     runs["resume-second"] = ServerRun(parity_config("avg-output"), root / "flower" / "resumed", resume=True)
@@ -156,13 +161,14 @@ def _assert_close(local: Any, flower: Any, where: str) -> None:
         assert local == flower, f"{where}: {local!r} != {flower!r}"
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES.names())
+@pytest.mark.parametrize("strategy", [*STRATEGIES.names(), "private"])
 def test_flower_simulation_equals_in_process(simulated, strategy):
     outcome = simulated["outcomes"][strategy]
     assert not isinstance(outcome, Exception), f"{strategy} failed on Flower: {outcome!r}"
     local_dir = simulated["root"] / "local" / strategy
     local_dir.mkdir(parents=True)
-    training.train(parity_config(strategy), local_dir, quiet=True)
+    config = parity_config("avg-output", **PRIVATE) if strategy == "private" else parity_config(strategy)
+    training.train(config, local_dir, quiet=True)
     local, flower = _records(local_dir), _records(simulated["root"] / "flower" / strategy)
     assert len(local) == len(flower) == 3
     for round_local, round_flower in zip(local, flower):
