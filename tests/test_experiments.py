@@ -122,6 +122,8 @@ def test_mean_std_marks_missing_values():
     rows = [{"variant": "a", "budget": "b", "rounds": 1, "generator_steps": 1, "wall_time_s": 1.0, "cfid": c}
             for c in (1.0, 3.0, None)]
     assert "2.0 ± 1.4 (2/3)" in markdown_table(rows)
+    rows[0]["variant"] = "0-4|5-9"
+    assert "| 0-4\\|5-9 |" in markdown_table(rows)
 
 
 def test_experiment_command_lists_and_rejects_unknown_names(capsys):
@@ -129,3 +131,15 @@ def test_experiment_command_lists_and_rejects_unknown_names(capsys):
     assert "fig14" in capsys.readouterr().out
     assert main(["experiment", "nope"]) == 2
     assert "valid: baselines" in capsys.readouterr().err
+
+
+def test_final_metrics_come_from_the_evaluation_module(tmp_path):
+    """A real run with the digit metrics (fake data has MNIST's shape): the row carries its numbers."""
+    from distgan.experiments import final_metrics
+
+    config = tiny().with_overrides(["train.rounds=2", "output.metrics=cfid,coverage,party-coverage"])
+    train(config, tmp_path, quiet=True)
+    values = final_metrics(tmp_path)
+    assert values["cfid"] is not None and values["cfid"] > 0
+    assert 0 <= values["coverage"] <= 10 and 0 <= values["party_coverage"] <= 1
+    assert values["tstr"] is None  # not asked for

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import resource
 import statistics
@@ -151,10 +152,10 @@ register(Experiment("fig3", "fig3", "avg-output generates every digit when each 
 register(Experiment("fig4-5", "fig4-5", "avg-output works for similar domains (6 | 8) but not for distant ones "
                                         "(4 | 7): 7 disappears (Figs. 4-5)",
                     (Variant("6|8", ("data.split=labels:6/8",)), Variant("4|7", ("data.split=labels:4/7",))),
-                    (_rounds(600),)),
+                    (_rounds(800),)),
          "avg-output on digits 6|8 vs 4|7")
 register(Experiment("fig6", "fig6", "round-robin generates all ten digits when parties hold 0-4 and 5-9 (Fig. 6)",
-                    (Variant("round-robin 0-4|5-9"),), (_rounds(600),)),
+                    (Variant("round-robin 0-4|5-9"),), (_rounds(800),)),
          "round-robin on digits 0-4|5-9")
 register(Experiment("fig7", "fig7", "round-robin generates both digits when parties hold 6 and 9 (Fig. 7)",
                     (Variant("round-robin 6|9"),), (_rounds(400),)),
@@ -165,10 +166,11 @@ register(Experiment("fig8-10", "fig8-10", "the generator loss of all three strat
                      Variant("round-robin 0-4|5-9")),
                     (_rounds(400),)),
          "loss curves of the three strategies")
-_TO_TARGET = Budget("to-cfid-target", Limits(cfid_target=120.0, max_rounds=1500, eval_every=100),
+_TO_TARGET = Budget("to-cfid-target", Limits(cfid_target=150.0, max_rounds=1000, eval_every=100),
                     Limits(cfid_target=40.0, max_rounds=20000, eval_every=250))
 register(Experiment("fig14", "fig14", "distributed training takes less time than the normal GAN (Fig. 14)",
-                    (Variant("centralized", ("strategy.name=centralized", "runtime.workers=1")),
+                    # The normal GAN in one ordinary process; the parties of the others in worker processes.
+                    (Variant("centralized", ("strategy.name=centralized", "runtime.workers=0")),
                      Variant("round-robin"),
                      Variant("avg-output", ("strategy.name=avg-output",)),
                      Variant("server-d", ("strategy.name=server-d",))),
@@ -190,7 +192,7 @@ register(Experiment(
     tuple(Variant(f"{strategy} {split}", (f"strategy.name={strategy}", *overrides))
           for split, overrides in BASELINE_SPLITS for strategy in BASELINE_STRATEGIES),
     (Budget("equal-steps", Limits(generator_steps=300), Limits(generator_steps=6000)),
-     Budget("equal-time", Limits(wall_time_s=15.0, max_rounds=5000), Limits(wall_time_s=600.0, max_rounds=100000)))),
+     Budget("equal-time", Limits(wall_time_s=10.0, max_rounds=5000), Limits(wall_time_s=600.0, max_rounds=100000)))),
     "every strategy and baseline on 0-4|5-9 (2 parties) and dirichlet:0.3 (5 parties), equal steps and equal time")
 
 
@@ -289,7 +291,7 @@ def _training_cfid(record: dict[str, Any]) -> float | None:
 
 
 # -- running and summarising ------------------------------------------------------------------------------
-RunEvaluator = Callable[[Path], dict[str, float | None]]
+RunEvaluator = Callable[[Path], dict[str, Any]]
 """Final metrics of a finished run folder: cfid, coverage, party_coverage, tstr (None: not applicable)."""
 
 METRIC_COLUMNS = ("cfid", "coverage", "party_coverage", "tstr")
@@ -297,12 +299,41 @@ TABLE_COLUMNS = ("cfid", "coverage", "party-coverage", "tstr", "wall time (s)")
 RESULT_FILE = "experiment-row.json"
 
 
-def evaluate_run(run_dir: Path) -> dict[str, float | None]:
-    """The evaluation metrics of the run's final generator (the evaluation module's own functions)."""
-    raise NotImplementedError("waiting for distgan.metrics")
+def final_metrics(run_dir: Path) -> dict[str, float | None]:
+    """The table's metrics of the run's final generator, as the evaluation module computed them at the
+    end of training (``metrics.jsonl``); recomputed from the last checkpoint when that line is missing.
+    Runs on data without digit metrics (image folders) get None."""
+    from distgan.metrics import MetricUnavailable, evaluate_run, read_metrics
+
+    last_round = max((record["round"] for record in read_jsonl(run_dir / "stats.jsonl")), default=0)
+    lines = read_metrics(run_dir)
+    if lines and lines[-1]["round"] == last_round and "cfid" in lines[-1]["metrics"]:
+        values = lines[-1]["metrics"]
+    else:
+        try:
+            _, values = evaluate_run(run_dir)
+        except MetricUnavailable as error:
+            log.info("%s: no metrics (%s)", run_dir, error)
+            values = {}
+    return table_metrics(values)
 
 
-def run_set(specs: Sequence[RunSpec], out_dir: Path, evaluate: RunEvaluator = evaluate_run,
+def table_metrics(values: dict[str, Any]) -> dict[str, float | None]:
+    """cfid; coverage = digits covered (of 10); party_coverage = the mean over parties of the fraction of
+    each party's labels the generator makes; tstr = held-out accuracy of a classifier trained on samples."""
+    shares = [float(v) for k, v in values.items() if re.fullmatch(r"party-coverage/party-\d+", k)]
+
+    def number(key: str) -> float | None:
+        value = values.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    return {"cfid": number("cfid"), "coverage": number("coverage/classes"),
+            "party_coverage": statistics.fmean(shares) if shares else None, "tstr": number("tstr/accuracy"),
+            "party_coverage_min": min(shares) if shares else None,
+            "missing_digits": values.get("coverage/missing")}
+
+
+def run_set(specs: Sequence[RunSpec], out_dir: Path, evaluate: RunEvaluator = final_metrics,
             quiet: bool = True) -> list[dict[str, Any]]:
     """Train (or reuse) every run of ``specs`` under ``out_dir/runs``, evaluate each, and write
     ``summary.json``, ``table.md`` and the comparison report into ``out_dir``. Returns the rows."""
@@ -323,17 +354,35 @@ def run_set(specs: Sequence[RunSpec], out_dir: Path, evaluate: RunEvaluator = ev
                 hooks.append(WallTimeLimit(spec.limits.wall_time_s))
             if watch is not None:
                 hooks.append(watch)
-            cpu_before = _cpu_seconds()
+            cpu_before, load_before = _cpu_seconds(), os.getloadavg()[0]
             coordinator = train(spec.config, run_dir, quiet=quiet, round_hooks=hooks)
             cpu_s = _cpu_seconds() - cpu_before
             row = _row(spec, run_dir, coordinator, watch, cpu_s)
+            # The machine's 1-minute load average before and after: wall times mean little on a busy machine.
+            row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             row.update(evaluate(run_dir))
             atomic_write_text(run_dir / RESULT_FILE, json.dumps(row, indent=1))
         else:
             log.info("[%d/%d] %s: finished earlier, reused", index, len(specs), spec.name)
         rows.append(row)
-    write_summary(rows, out_dir, specs)
+    write_summary(rows, out_dir)
+    write_comparison_report(rows, out_dir)
     return rows
+
+
+def write_comparison_report(rows: Sequence[dict[str, Any]], out_dir: Path) -> Path | None:
+    """``report.html``: the evaluation module's run report with the runs side by side -- the first
+    seed of every variant and budget (all seeds' numbers are in table.md and summary.json)."""
+    from distgan.report import ReportError, write_report
+
+    first_seed: dict[tuple[str, str], str] = {}
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        first_seed.setdefault((row["variant"], row["budget"]), row["run_dir"])
+    try:
+        return write_report([Path(d) for d in first_seed.values()], out_dir / "report.html")
+    except (ReportError, OSError, ValueError) as error:
+        log.warning("comparison report not written: %s", error)
+        return None
 
 
 def _cpu_seconds() -> float:
@@ -380,7 +429,7 @@ def _row(spec: RunSpec, run_dir: Path, coordinator: Coordinator, watch: TargetWa
     return row
 
 
-def write_summary(rows: Sequence[dict[str, Any]], out_dir: Path, specs: Sequence[RunSpec] = ()) -> None:
+def write_summary(rows: Sequence[dict[str, Any]], out_dir: Path) -> None:
     experiment = EXPERIMENTS.get(rows[0]["experiment"]) if rows and rows[0]["experiment"] in EXPERIMENTS else None
     atomic_write_text(out_dir / "summary.json", json.dumps({"rows": list(rows)}, indent=1))
     text = markdown_table(rows)
@@ -401,6 +450,11 @@ def mean_std(values: Sequence[float | None], digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}{suffix}"
 
 
+def _markdown_row(cells: Sequence[str]) -> str:
+    # A "|" inside a cell (variant labels such as "0-4|5-9") would split it: escape it.
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
 def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -411,14 +465,14 @@ def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[s
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """Per variant and budget: mean ± std over seeds of cfid, coverage, party-coverage, tstr, wall time."""
     header = ["variant", "budget", "seeds", "rounds", "G steps", *TABLE_COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [_markdown_row(header), "|" + "---|" * len(header)]
     for (variant, budget), group in _groups(rows).items():
         cells = [variant, budget, str(len(group)), mean_std([r["rounds"] for r in group], 0),
                  mean_std([r["generator_steps"] for r in group], 0),
                  mean_std([r.get("cfid") for r in group]), mean_std([r.get("coverage") for r in group]),
                  mean_std([r.get("party_coverage") for r in group], 2), mean_std([r.get("tstr") for r in group], 3),
                  mean_std([r["wall_time_s"] for r in group])]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_markdown_row(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -426,7 +480,7 @@ def time_to_target_table(rows: Sequence[dict[str, Any]]) -> str:
     """Fig. 14: wall time to the cfid target per strategy, and the speed-up vs centralized.
     Runs that never reached the target count as not reached (their time is not averaged in)."""
     header = ["strategy", "parties", "workers", "reached", "wall time to cfid target (s)", "speed-up vs centralized"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [_markdown_row(header), "|" + "---|" * len(header)]
     groups = _groups(rows)
 
     def mean_time(group: list[dict[str, Any]]) -> float | None:
@@ -439,16 +493,16 @@ def time_to_target_table(rows: Sequence[dict[str, Any]]) -> str:
         speedup = f"{reference / mean:.2f}x" if reference is not None and mean else "n/a"
         reached = sum(bool(r.get("reached_target")) for r in group)
         target = group[0].get("cfid_target")
-        lines.append("| " + " | ".join([
+        lines.append(_markdown_row([
             group[0]["strategy"], str(group[0]["parties"] if group[0]["strategy"] != "centralized" else 1),
             str(group[0]["workers"]), f"{reached}/{len(group)} (cfid <= {target:g})",
             mean_std([r["time_to_target_s"] if r.get("reached_target") else None for r in group]),
-            speedup]) + " |")
+            speedup]))
     return "\n".join(lines) + "\n"
 
 
 def run_experiment(name: str, seeds: int = DEFAULT_SEEDS, out_dir: Path | None = None, scale: str = "paper",
-                   overrides: Sequence[str] = (), evaluate: RunEvaluator = evaluate_run,
+                   overrides: Sequence[str] = (), evaluate: RunEvaluator = final_metrics,
                    quiet: bool = True) -> list[dict[str, Any]]:
     experiment = EXPERIMENTS.get(name)
     specs = plan_runs(experiment, list(range(seeds)), scale, overrides)
