@@ -104,6 +104,7 @@ def test_run_set_writes_one_row_per_run_and_the_table(tmp_path):
     assert set(TABLE_COLUMNS) <= set(header)
     assert len(table) == 2 + 2  # header, rule, one line per variant
     assert "10.0 ± 0.0" in table[2]
+    assert "rr" in (tmp_path / "report.html").read_text()  # the comparison report, first seed of each variant
     # A second call reuses the finished runs instead of training them again.
     stamp = (tmp_path / "runs" / specs[0].name / "stats.jsonl").stat().st_mtime_ns
     run_set(specs, tmp_path, evaluate=fake_metrics)

@@ -378,8 +378,8 @@ def write_comparison_report(rows: Sequence[dict[str, Any]], out_dir: Path) -> Pa
     first_seed: dict[tuple[str, str], str] = {}
     for row in sorted(rows, key=lambda r: r["seed"]):
         first_seed.setdefault((row["variant"], row["budget"]), row["run_dir"])
-    try:
-        return write_report([Path(d) for d in first_seed.values()], out_dir / "report.html")
+    try:  # run_dir is relative to the experiment folder (so the folder can move)
+        return write_report([out_dir / d for d in first_seed.values()], out_dir / "report.html")
     except (ReportError, OSError, ValueError) as error:
         log.warning("comparison report not written: %s", error)
         return None
@@ -420,7 +420,7 @@ def _row(spec: RunSpec, run_dir: Path, coordinator: Coordinator, watch: TargetWa
         "bytes_down": sum(record["bytes_down"] for record in stats),
         "g_loss_first_tenth": statistics.fmean(g_losses[:tenth]) if g_losses else None,
         "g_loss_last_tenth": statistics.fmean(g_losses[-tenth:]) if g_losses else None,
-        "stop_reason": coordinator.stop_reason, "run_dir": str(run_dir),
+        "stop_reason": coordinator.stop_reason, "run_dir": f"runs/{spec.name}",
     }
     if watch is not None:
         row.update({"cfid_target": watch.target, "reached_target": watch.reached_round is not None,
