@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from distgan.cli.common import COMMANDS, Command, positive_int
+from distgan.experiments import DEFAULT_SEEDS
 
 DESCRIPTION = """\
 Re-run one result of the paper (or the literature's baselines) over several seeds: every variant
@@ -27,12 +28,14 @@ Examples:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="the experiment (--list shows them)")
-    parser.add_argument("--seeds", type=positive_int, default=3, metavar="N", help="seeds 0..N-1 per variant (default 3)")
+    parser.add_argument("--seeds", type=positive_int, default=DEFAULT_SEEDS, metavar="N",
+                        help=f"seeds 0..N-1 per variant (default {DEFAULT_SEEDS})")
     parser.add_argument("--scale", choices=("quick", "paper"), default="paper",
                         help="run lengths: the paper's (default) or a quick few hundred rounds")
     parser.add_argument("--out", type=Path, metavar="DIR", help="experiment folder (default experiments/NAME-SCALE)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override a config field in every run, e.g. --set runtime.device=cuda (repeatable)")
+                        help="override a config field in every run, e.g. --set runtime.device=cuda (repeatable; "
+                             "the run length, train.rounds, comes from the experiment's budget)")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the runs the experiment would make; train nothing")
     parser.add_argument("--verbose", action="store_true", help="print each run's progress lines")
