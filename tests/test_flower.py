@@ -148,15 +148,16 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
 
 
-def _assert_close(local: Any, flower: Any, where: str) -> None:
+def _assert_close(local: Any, flower: Any, where: str, rel_tol: float = 1e-4) -> None:
     if isinstance(local, dict):
         assert isinstance(flower, dict), where
         for key in local:
             if key not in NOT_COMPARED:
                 assert key in flower, f"{where}.{key} missing in the Flower run"
-                _assert_close(local[key], flower[key], f"{where}.{key}")
+                # The privacy ledger is deterministic; it must match exactly whatever the noise did.
+                _assert_close(local[key], flower[key], f"{where}.{key}", 1e-9 if key == "epsilon" else rel_tol)
     elif isinstance(local, float) or isinstance(flower, float):
-        assert math.isclose(local, flower, rel_tol=1e-4, abs_tol=1e-5), f"{where}: {local} != {flower}"
+        assert math.isclose(local, flower, rel_tol=rel_tol, abs_tol=1e-5), f"{where}: {local} != {flower}"
     else:
         assert local == flower, f"{where}: {local!r} != {flower!r}"
 
@@ -171,8 +172,11 @@ def test_flower_simulation_equals_in_process(simulated, strategy):
     training.train(config, local_dir, quiet=True)
     local, flower = _records(local_dir), _records(simulated["root"] / "flower" / strategy)
     assert len(local) == len(flower) == 3
+    # Under DP each party's noise comes from a seed secret to it (OS entropy, see privacy/mechanisms.py),
+    # so two private runs share everything but the noise: losses agree only loosely, epsilon exactly.
+    tolerance = 5e-2 if strategy == "private" else 1e-4
     for round_local, round_flower in zip(local, flower):
-        _assert_close(round_local, round_flower, f"{strategy} round {round_local['round']}")
+        _assert_close(round_local, round_flower, f"{strategy} round {round_local['round']}", tolerance)
         assert 0 <= round_flower["overhead_share"] <= 1 and round_flower["messages"] >= 1
     assert (simulated["root"] / "flower" / strategy / "checkpoints" / "round-0000003.json").is_file()
 
