@@ -68,15 +68,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--local-steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process (1 keeps the comparison fair on a busy machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     batch = 64
 
     rows = []
-    plain = max(plain_loop_steps_per_s(args.steps, batch) for _ in range(args.repeats))
     central = Config(data=DataConfig(split="iid"), model=ModelConfig(name="paper-mlp"),
                      train=TrainConfig(rounds=args.steps, batch_size=batch),
                      strategy=StrategyConfig(name="centralized"), output=quiet_output(args.steps))
-    ours = max(distgan_rounds_per_s(central) for _ in range(args.repeats))
+    # Interleave the two so a change in machine load hits both alike; keep the best of each.
+    plain = ours = 0.0
+    for _ in range(args.repeats):
+        plain = max(plain, plain_loop_steps_per_s(args.steps, batch))
+        ours = max(ours, distgan_rounds_per_s(central))
     rows.append(("plain 40-line loop, paper-mlp", f"{plain:.1f} steps/s", ""))
     rows.append(("distgan centralized, paper-mlp", f"{ours:.1f} steps/s", f"{ours / plain:.2f}x of plain"))
 
