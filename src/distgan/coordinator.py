@@ -262,6 +262,9 @@ class Coordinator:
         self.trainer.rng.set_state(tensors["latent_rng"])
         self._selection_rng.set_state(tensors["selection_rng"])
         self.strategy.load_state_tensors(unprefixed("strategy", tensors))
+        sampler = self.strategy.sampling_generator()
+        if sampler is not self.trainer.module:
+            sampler.load_state_dict(unprefixed("sampler", tensors))
         self.round = int(meta["round"])
         self.elapsed_s = float(meta["elapsed_s"])
         self.parties.failed.update({int(k): v for k, v in meta["failed_parties"].items()})

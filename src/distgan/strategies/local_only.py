@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import cast
 
-import torch
 from torch import nn
 
 from distgan import protocol as p
-from distgan.checkpoint import prefixed, unprefixed
 from distgan.party import build_generator
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
@@ -52,11 +50,3 @@ class LocalOnly(Strategy):
 
     def sampling_generator(self) -> nn.Module:
         return self.reported_generator
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        # Copies: the coordinator also saves the sampler's own tensors, and safetensors refuses shared memory.
-        state = {k: v.clone() for k, v in self.reported_generator.state_dict().items()}
-        return prefixed("reported_generator", state)
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.reported_generator.load_state_dict(unprefixed("reported_generator", tensors))
