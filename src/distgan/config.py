@@ -73,6 +73,11 @@ class ModelConfig:
     """Width of the hidden layers of the MLP models."""
     channels: int = 64
     """Base channel count of the DCGAN models (the paper's ngf = ndf)."""
+    d_dropout: float = 0.0
+    """mlp: dropout after each hidden layer of D (docs/TUNING.md: 0.2 helps a little). Off by default:
+    dropout draws from torch's global RNG, so runs with it are not bit-reproducible across runtimes."""
+    d_logit_bound: float | None = 3.0
+    """mlp: soft bound C on D's logit, ``C * tanh(l / C)``, so G's gradient never vanishes; None: off."""
     norm: str = "batch"
     """Normalisation in the DCGAN discriminator: ``batch`` (the paper's), ``group`` or ``none``
     (per-sample gradients, and so DP-SGD, need ``group`` or ``none``)."""
@@ -82,6 +87,10 @@ class ModelConfig:
         _positive_int("model.hidden", self.hidden)
         _positive_int("model.channels", self.channels)
         _choice("model.norm", self.norm, ("batch", "group", "none"))
+        _require(isinstance(self.d_dropout, (int, float)) and 0 <= self.d_dropout < 1, "model.d_dropout",
+                 self.d_dropout, "must lie in [0, 1)")
+        if self.d_logit_bound is not None:
+            _positive_float("model.d_logit_bound", self.d_logit_bound)
 
 
 @dataclass
@@ -90,11 +99,11 @@ class TrainConfig:
     """Number of rounds the coordinator runs."""
     local_steps: int = 1
     """D steps and G steps per party message; 1 reproduces the paper's per-batch algorithms."""
-    batch_size: int = 64
+    batch_size: int = 128
     """Samples per step, real and generated alike."""
-    lr_g: float = 2e-4
-    """Adam learning rate of the generator."""
-    lr_d: float = 2e-4
+    lr_g: float = 1e-3
+    """Adam learning rate of the generator (docs/TUNING.md; the paper-mlp preset uses 2e-4)."""
+    lr_d: float = 1e-3
     """Adam learning rate of every discriminator."""
     beta1: float = 0.5
     """Adam beta1 (0.5 as in DCGAN)."""
