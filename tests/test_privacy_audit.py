@@ -72,4 +72,7 @@ def test_audit_command_writes_audit_json_for_a_private_run(make_config, tmp_path
         result = audit["parties"][party]
         assert 0.0 <= result["membership_auc_distance"] <= 1.0
         assert result["membership_auc_discriminator"] is not None  # the party's own D, from its checkpoint
+    report = (tmp_path / "report.html").read_text()
+    assert "Leakage audit" in report and "Not audited yet" not in report
+    assert f"{audit['parties']['0']['membership_auc_distance']:.4g}" in report
     assert main(["audit", str(tmp_path / "missing")]) == 2

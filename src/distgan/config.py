@@ -73,10 +73,10 @@ class ModelConfig:
     """Width of the hidden layers of the MLP models."""
     channels: int = 64
     """Base channel count of the DCGAN models (the paper's ngf = ndf)."""
-    d_dropout: float = 0.0
-    """mlp: dropout after each hidden layer of D (docs/TUNING.md: 0.2 helps a little). Off by default:
-    dropout draws from torch's global RNG, so runs with it are not bit-reproducible across runtimes."""
-    d_logit_bound: float | None = 3.0
+    d_dropout: float = 0.3
+    """mlp: dropout after each hidden layer of D (docs/TUNING.md). Its masks come from the party's own
+    seeded stream, so runs with it resume bit-exactly and agree across runtimes."""
+    d_logit_bound: float | None = 2.0
     """mlp: soft bound C on D's logit, ``C * tanh(l / C)``, so G's gradient never vanishes; None: off."""
     norm: str = "batch"
     """Normalisation in the DCGAN discriminator: ``batch`` (the paper's), ``group`` or ``none``
@@ -95,7 +95,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    rounds: int = 3000
+    rounds: int = 5000
     """Number of rounds the coordinator runs."""
     local_steps: int = 1
     """D steps and G steps per party message; 1 reproduces the paper's per-batch algorithms."""
@@ -111,6 +111,9 @@ class TrainConfig:
     """Adam beta2."""
     parties_per_round: int | None = None
     """Sample this many parties each round (as FL systems do); None uses all."""
+    g_average: float | None = 0.999
+    """Decay of an exponential moving average of G's weights, updated every round; the average (not the
+    raw G) makes the samples, metrics and exports. None: the raw G. (docs/TUNING.md)"""
 
     def __post_init__(self) -> None:
         _positive_int("train.rounds", self.rounds)
@@ -124,6 +127,9 @@ class TrainConfig:
                  "must lie in [0, 1)")
         if self.parties_per_round is not None:
             _positive_int("train.parties_per_round", self.parties_per_round)
+        if self.g_average is not None:
+            _require(isinstance(self.g_average, (int, float)) and 0 < self.g_average < 1, "train.g_average",
+                     self.g_average, "must lie in (0, 1), or be None for no average")
 
 
 @dataclass

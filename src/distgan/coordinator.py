@@ -109,6 +109,12 @@ class Coordinator:
         return self.run_dir / "stats.jsonl"
 
     # -- the loop ---------------------------------------------------------------------------------------
+    def train_round(self, selected: list[int]) -> RoundResult:
+        """The strategy's round ``self.round + 1`` with the parties ``selected``, then G's weight average."""
+        result = self.strategy.run_round(self.round, self.parties, selected)
+        self.trainer.update_average(self.round + 1)
+        return result
+
     def run(self) -> None:
         total = self.config.train.rounds
         progress = Progress(time.perf_counter(), self.round)
@@ -124,7 +130,7 @@ class Coordinator:
                     self._round_in_progress = True
                     started = time.perf_counter()
                     traffic_before = _snapshot(self.parties)
-                    result = self.strategy.run_round(self.round, self.parties, self._select_parties())
+                    result = self.train_round(self._select_parties())
                     seconds = time.perf_counter() - started
                     self.elapsed_s += seconds
                     self.round += 1

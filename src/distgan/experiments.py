@@ -14,9 +14,10 @@ the final generator with the evaluation metrics (:mod:`distgan.metrics`), and wr
 * ``table.md``: per variant and budget, the mean ± sample standard deviation over seeds;
 * the comparison report of the runs side by side (:mod:`distgan.report`).
 
-Two scales: ``paper`` (the lengths the paper's figures need; hours on a CPU) and ``quick`` (a few
-hundred rounds: minutes, for a shared laptop CPU; numbers from it say how training *starts*, not
-where it ends; docs/RESULTS.md says which scale each number comes from).
+Two scales: ``paper`` (the lengths the paper's figures need; hours on a CPU) and ``quick``
+(1,000-1,500 rounds for two parties, fewer for more: one to two minutes per run on a 2-core CPU,
+where the default model already makes recognisable digits of all kinds; docs/RESULTS.md says which
+scale each number comes from).
 """
 
 from __future__ import annotations
@@ -144,30 +145,30 @@ def _rounds(quick: int, paper: int = 3000) -> Budget:
 
 
 register(Experiment("fig2", "fig2", "server-d trains one generator on two iid halves of MNIST (Fig. 2)",
-                    (Variant("server-d iid/2"),), (_rounds(400),)),
+                    (Variant("server-d iid/2"),), (_rounds(1500),)),
          "server-d on two iid halves of MNIST")
 register(Experiment("fig3", "fig3", "avg-output generates every digit when each of 10 parties holds one (Fig. 3)",
-                    (Variant("avg-output one-label/10"),), (_rounds(300),)),
+                    (Variant("avg-output one-label/10"),), (_rounds(600),)),
          "avg-output, one digit per party, 10 parties")
 register(Experiment("fig4-5", "fig4-5", "avg-output works for similar domains (6 | 8) but not for distant ones "
                                         "(4 | 7): 7 disappears (Figs. 4-5)",
                     (Variant("6|8", ("data.split=labels:6/8",)), Variant("4|7", ("data.split=labels:4/7",))),
-                    (_rounds(800),)),
+                    (_rounds(1500),)),
          "avg-output on digits 6|8 vs 4|7")
 register(Experiment("fig6", "fig6", "round-robin generates all ten digits when parties hold 0-4 and 5-9 (Fig. 6)",
-                    (Variant("round-robin 0-4|5-9"),), (_rounds(800),)),
+                    (Variant("round-robin 0-4|5-9"),), (_rounds(1500),)),
          "round-robin on digits 0-4|5-9")
 register(Experiment("fig7", "fig7", "round-robin generates both digits when parties hold 6 and 9 (Fig. 7)",
-                    (Variant("round-robin 6|9"),), (_rounds(400),)),
+                    (Variant("round-robin 6|9"),), (_rounds(1500),)),
          "round-robin on digits 6|9")
 register(Experiment("fig8-10", "fig8-10", "the generator loss of all three strategies trends down (Figs. 8-10)",
                     (Variant("server-d iid/2", ("strategy.name=server-d", "data.split=iid")),
                      Variant("avg-output 6|8", ("strategy.name=avg-output", "data.split=labels:6/8")),
                      Variant("round-robin 0-4|5-9")),
-                    (_rounds(400),)),
+                    (_rounds(1000),)),
          "loss curves of the three strategies")
-_TO_TARGET = Budget("to-cfid-target", Limits(cfid_target=150.0, max_rounds=1000, eval_every=100),
-                    Limits(cfid_target=40.0, max_rounds=20000, eval_every=250))
+_TO_TARGET = Budget("to-cfid-target", Limits(cfid_target=60.0, max_rounds=3000, eval_every=100),
+                    Limits(cfid_target=25.0, max_rounds=20000, eval_every=250))
 register(Experiment("fig14", "fig14", "distributed training takes less time than the normal GAN (Fig. 14)",
                     # The normal GAN in one ordinary process; the parties of the others in worker processes.
                     (Variant("centralized", ("strategy.name=centralized", "runtime.workers=0")),
@@ -180,7 +181,7 @@ register(Experiment("fig22", "fig22", "both strategies scale to 5 parties (Fig. 
                     (Variant("server-d iid/5"),
                      Variant("round-robin 2 labels/5", ("strategy.name=round-robin",
                                                         "data.split=labels:0-1/2-3/4-5/6-7/8-9"))),
-                    (_rounds(300),)),
+                    (_rounds(600),)),
          "5 parties: server-d on iid fifths, round-robin with two digits each")
 
 BASELINE_STRATEGIES = ("centralized", "round-robin", "avg-output", "server-d", "md-gan", "fedgan", "local-only")

@@ -7,6 +7,7 @@ directly against the server discriminator the platform assembles from weight del
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from distgan.config import TrainConfig
 from distgan.losses import GeneratorLoss, generator_input_gradient, generator_loss
 from distgan.models import ModelFactory
 from distgan.party import adam, build_generator
-from distgan.seeding import make_generator
+from distgan.seeding import draw_seed, make_generator, seeded
 
 
 @dataclass
@@ -39,6 +40,28 @@ class GeneratorTrainer:
         self.module: nn.Module = build_generator(factory, seed).to(device)
         self.optimizer = adam(self.module, train.lr_g, train)
         self.rng = make_generator(seed, "coordinator-latents")
+        self.average: nn.Module | None = None if train.g_average is None else copy.deepcopy(self.module)
+
+    @property
+    def output_module(self) -> nn.Module:
+        """The generator whose samples are the run's output: the weight average when there is one."""
+        return self.module if self.average is None else self.average
+
+    @torch.no_grad()
+    def update_average(self, round_number: int) -> None:
+        """Move the average towards G after round ``round_number`` (1-based). The decay ramps up from 0
+        ((1 + t) / (10 + t)) so early rounds' random weights do not linger in the average. Float buffers
+        (batch norm's running statistics) are averaged too, so they match the averaged weights."""
+        if self.average is None:
+            return
+        assert self.train_config.g_average is not None
+        decay = min(self.train_config.g_average, (1 + round_number) / (10 + round_number))
+        averaged = self.average.state_dict()
+        for name, value in self.module.state_dict().items():
+            if value.is_floating_point():
+                averaged[name].lerp_(value, 1.0 - decay)
+            else:
+                averaged[name].copy_(value)
 
     def latents(self, count: int) -> torch.Tensor:
         return torch.randn(count, self.factory.latent_dim, generator=self.rng)
@@ -79,7 +102,12 @@ class GeneratorTrainer:
         return sum(losses) / len(losses)
 
     def step_against(self, discriminator: nn.Module, steps: int) -> float:
-        """G steps against a discriminator the platform holds (server-d's server D)."""
+        """G steps against a discriminator the platform holds (server-d's server D); D's dropout draws
+        from a seed of G's own checkpointed stream, so resumed runs repeat it exactly."""
+        with seeded(draw_seed(self.rng)):
+            return self._steps_against(discriminator, steps)
+
+    def _steps_against(self, discriminator: nn.Module, steps: int) -> float:
         total = 0.0
         for _ in range(steps):
             latents = self.latents(self.train_config.batch_size).to(self.device)

@@ -37,7 +37,7 @@ def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
 
     picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
     if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -29,7 +29,7 @@ from distgan.config import TrainConfig
 from distgan.data.sources import LabelledImages
 from distgan.losses import discriminator_loss, generator_loss
 from distgan.models import ModelFactory
-from distgan.seeding import derive_seed, make_generator, seeded
+from distgan.seeding import derive_seed, draw_seed, make_generator, seeded
 
 if TYPE_CHECKING:
     from distgan.privacy.mechanisms import PartyPrivacy
@@ -121,7 +121,10 @@ class Party:
         if handler is None:
             raise p.ProtocolError(f"{self.name}: no handler for {type(request).__name__}")
         request.validate("coordinator", self.expectations)
-        reply = handler(request)
+        # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
+        # generator: runs resume bit-exactly and every runtime draws the same masks.
+        with seeded(draw_seed(self._rng)):
+            reply = handler(request)
         return reply if self.privacy is None else self.privacy.release(reply)
 
     # -- the D phase ------------------------------------------------------------------------------

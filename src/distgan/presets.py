@@ -28,7 +28,8 @@ def smoke() -> Config:
 
 @PRESETS.register("paper-mlp", "the paper's exact MNIST MLP at the PyTorch tutorial's settings (round-robin 0-4|5-9)")
 def paper_mlp() -> Config:
-    config = Config(train=TrainConfig(batch_size=100, lr_g=2e-4, lr_d=2e-4, beta1=0.9))
+    # No weight average of G: the paper samples the generator it trained.
+    config = Config(train=TrainConfig(batch_size=100, lr_g=2e-4, lr_d=2e-4, beta1=0.9, g_average=None))
     config.model.name = "paper-mlp"
     return config
 

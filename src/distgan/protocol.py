@@ -340,8 +340,8 @@ def decode(kind: str, tensors: dict[str, torch.Tensor], scalars: dict[str, Scala
         hint = hints[f.name]
         if hint is DiscriminatorStats:
             prefix = f"{f.name}/"
-            values[f.name] = DiscriminatorStats(**{k[len(prefix):]: v for k, v in scalars.items()
-                                                   if k.startswith(prefix)})
+            fields: dict[str, Any] = {k[len(prefix):]: v for k, v in scalars.items() if k.startswith(prefix)}
+            values[f.name] = DiscriminatorStats(**fields)
         elif f.name in tensors:
             values[f.name] = tensors[f.name]
         elif f.name in scalars:

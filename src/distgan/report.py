@@ -2,9 +2,10 @@
 
 ``report.html`` is written into every run folder at the end of training; ``distgan report RUN_DIR...``
 compares several runs side by side. It reads only the run folder: ``config.json``,
-``stats.jsonl``, ``metrics.jsonl``, ``parties.json`` and ``samples/round-*.png``. Sections: the
-metrics table, the per-party label breakdown of the samples, the sample grid over time, metric
-curves over rounds and over wall time, losses, bytes per round, and the config.
+``stats.jsonl``, ``metrics.jsonl``, ``parties.json``, ``samples/round-*.png`` and, once ``distgan audit``
+has run where the data is, ``audit.json``. Sections: the metrics table, the per-party label breakdown
+of the samples, the leakage audit, the sample grid over time, metric curves over rounds and over wall
+time, losses, bytes per round, and the config.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("distgan")
 
 REPORT_FILE = "report.html"
+AUDIT_FILE = "audit.json"
+"""Written by ``distgan audit`` (distgan.privacy.audit); read here without importing the audit's torch code."""
 MAX_FRAMES = 8
 """Sample grids shown per run (evenly spaced over the run, first and last included)."""
 MAX_CURVES = 14
@@ -53,6 +56,7 @@ class RunData:
     metrics: list[dict[str, Any]]
     parties: dict[str, Any]
     samples: list[tuple[int, Path]] = field(default_factory=list)
+    audit: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -80,6 +84,7 @@ def load_run(path: Path) -> RunData:
     try:
         config = json.loads(config_path.read_text())
         parties = json.loads((path / "parties.json").read_text()) if (path / "parties.json").exists() else {}
+        audit = json.loads((path / AUDIT_FILE).read_text()) if (path / AUDIT_FILE).exists() else None
     except json.JSONDecodeError as error:
         raise ReportError(f"{path}: unreadable run file ({error})") from None
     samples = []
@@ -87,7 +92,8 @@ def load_run(path: Path) -> RunData:
         match = re.fullmatch(r"round-(\d+)\.png", image.name)
         if match:
             samples.append((int(match.group(1)), image))
-    return RunData(path, config, read_jsonl(path / "stats.jsonl"), read_metrics(path), parties, sorted(samples))
+    return RunData(path, config, read_jsonl(path / "stats.jsonl"), read_metrics(path), parties, sorted(samples),
+                   audit)
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -340,6 +346,38 @@ def labels_section(runs: list[RunData]) -> str:
             f"<div class='row'>{''.join(figures)}</div><div class='row'>{''.join(tables)}</div>")
 
 
+def audit_section(runs: list[RunData]) -> str:
+    """The leakage audit per party, or how to get it: the audit reads the parties' data, so it runs where
+    the data is (``distgan audit RUN_DIR``), never as part of training on the coordinator."""
+    parts = ["<h2>Leakage audit</h2>"]
+    for run in runs:
+        heading = f"<h3>{html.escape(run.name)}</h3>" if len(runs) > 1 else ""
+        audit = run.audit
+        if not audit:
+            parts.append(f"{heading}<p class='note'>Not audited yet: run <code>distgan audit "
+                         f"{html.escape(str(run.path))}</code> where the parties' data is; it writes audit.json "
+                         "and rewrites this report with the audit in it.</p>")
+            continue
+        rows = [[party, str(r.get("members", "?")), _format(r.get("memorization_ratio")),
+                 _format(r.get("closer_to_training")), _format(r.get("membership_auc_distance")),
+                 _format(r.get("membership_auc_discriminator"))]
+                for party, r in sorted(audit.get("parties", {}).items(), key=lambda item: int(item[0]))]
+        thresholds = audit.get("thresholds", {})
+        flags = audit.get("flags", [])
+        verdict = ("<ul>" + "".join(f"<li><b>flag</b>: {html.escape(flag)}</li>" for flag in flags) + "</ul>" if flags
+                   else f"<p>No leakage flagged (every membership AUC &lt; {_format(thresholds.get('membership_auc'))}, "
+                        f"every memorization ratio &gt; {_format(thresholds.get('memorization_ratio'))}).</p>")
+        parts.append(
+            f"{heading}<p class='note'>Round {_format(audit.get('round'))}, {_format(audit.get('generated'))} generated "
+            f"samples; non-members: {_format(audit.get('held_out', {}).get('count'))} real samples from "
+            f"{html.escape(str(audit.get('held_out', {}).get('source', '?')))} that no party trained on. "
+            "Memorization ratio: median nearest-member over nearest-non-member distance (1 = none, 0 = copies); "
+            "membership AUC: 0.5 is chance, 1 gives members away.</p>"
+            + _table(["party", "members", "memorization ratio", "closer to training", "membership AUC (distance)",
+                      "membership AUC (party D)"], rows) + verdict)
+    return "".join(parts)
+
+
 def curves_section(runs: list[RunData]) -> str:
     keys = curve_keys(runs)
     if not keys:
@@ -367,7 +405,7 @@ def render(runs: list[RunData]) -> str:
     body = "".join([
         (f"<h1>{html.escape(title)}</h1><p class='note'>written {stamp}; folders: "
          f"{html.escape(', '.join(str(run.path) for run in runs))}</p>"),
-        metrics_section(runs), labels_section(runs), samples_section(runs), curves_section(runs),
+        metrics_section(runs), labels_section(runs), audit_section(runs), samples_section(runs), curves_section(runs),
         losses_section(runs), traffic_section(runs), config_section(runs)])
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{body}{CHECK_SCRIPT}</body></html>")

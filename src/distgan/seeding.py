@@ -25,3 +25,8 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """A seed drawn from a generator (to run a block under :func:`seeded`, reproducibly from that stream)."""
+    return int(torch.randint(1 << 62, (1,), generator=generator))

@@ -21,6 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distgan.privacy.audit import AUDIT_FILE, audit_run
+    from distgan.report import ReportError, write_report
 
     result = audit_run(args.run_dir, args.samples, args.max_reference, args.seed, args.round)
     print(f"audit of {args.run_dir} (round {result['round']}, {result['strategy']}): {result['generated']} generated, "
@@ -37,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         print("no leakage flagged (membership AUC < {membership_auc}, memorization ratio > {memorization_ratio})"
               .format(**result["thresholds"]))
     print(f"wrote {Path(args.run_dir) / AUDIT_FILE}")
+    try:
+        print(f"report with the audit section: {write_report([Path(args.run_dir)])}")
+    except (ReportError, OSError) as error:
+        print(f"report.html not rewritten: {error}")
     return 0
 
 

@@ -118,9 +118,13 @@ def cis(context: EvalContext) -> MetricValues:
 
 
 def fresh_classifier() -> nn.Module:
-    """The TSTR classifier: a one-hidden-layer MLP (a CNN costs ~15x more per step on a busy CPU,
-    and the metric compares the same recipe on synthetic and on real digits, not absolute bests)."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, NUM_CLASSES))
+    """The TSTR classifier: a small LeNet-style CNN, the kind the published TSTR anchors use (GS-WGAN).
+    Trained on 2,000 real digits it scores 0.94 on the held-out digits, where the one-hidden-layer MLP
+    used before scored 0.87 and so capped every synthetic score well below the anchors' range. It costs
+    ~10 s of one CPU core per 2,000 samples, paid once at the end of a run (tstr is not a cheap metric)."""
+    return nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES))
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> nn.Module:

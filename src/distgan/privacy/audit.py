@@ -41,8 +41,8 @@ from distgan.checkpoint import CheckpointError, atomic_write_text, load_checkpoi
 from distgan.config import Config
 from distgan.data import LabelledImages
 from distgan.models import build_models
+from distgan.report import AUDIT_FILE
 
-AUDIT_FILE = "audit.json"
 MEMBERSHIP_AUC_FLAG = 0.6
 """A membership AUC at or above this is flagged (0.5 is chance)."""
 MEMORIZATION_RATIO_FLAG = 0.8

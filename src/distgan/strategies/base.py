@@ -65,7 +65,7 @@ class Strategy(ABC):
 
     def sampling_generator(self) -> nn.Module:
         """The generator whose samples are the run's output."""
-        return self.trainer.module
+        return self.trainer.output_module
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Strategy state beyond G (e.g. the server D), for checkpoints."""

@@ -46,7 +46,7 @@ class MDGAN(AverageOutput):
     """avg-output's round with MD-GAN's feedback rule, then the discriminator swap."""
 
     name = "md-gan"
-    combine = staticmethod(mean_of_generator_losses)
+    combine = staticmethod(mean_of_generator_losses)  # type: ignore[assignment]
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         result = super().run_round(round_index, parties, selected)
