@@ -17,7 +17,7 @@ and the comparison report of the runs side by side. Runs an earlier call finishe
 interrupted experiment continues where it stopped.
 
 --scale paper (default) trains as long as the paper's figures need (hours on a CPU); --scale quick
-trains a few hundred rounds (minutes): how training starts, not where it ends.
+trains 600-1,500 rounds (one to two minutes a run): recognisable digits, not finished models.
 Examples:
   distgan experiment --list
   distgan experiment fig6 --scale quick
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=positive_int, default=DEFAULT_SEEDS, metavar="N",
                         help=f"seeds 0..N-1 per variant (default {DEFAULT_SEEDS})")
     parser.add_argument("--scale", choices=("quick", "paper"), default="paper",
-                        help="run lengths: the paper's (default) or a quick few hundred rounds")
+                        help="run lengths: the paper's (default) or quick (600-1,500 rounds)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="experiment folder (default experiments/NAME-SCALE)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field in every run, e.g. --set runtime.device=cuda (repeatable; "
