@@ -138,8 +138,11 @@ class StrategyConfig:
     """Training strategy from the registry (``distgan train --help`` lists them)."""
     upload_fraction: float = 0.1
     """server-d: fraction theta_u of each party's D-weight deltas uploaded per round."""
-    download_fraction: float | None = None
-    """server-d: fraction theta_d of the server D each party downloads before training; None: none."""
+    download_fraction: float | None = 1.0
+    """server-d: fraction theta_d of the server D each party downloads before training (the entries that
+    moved most since last sent); None: none. Default all, as Shokri & Shmatikov's parties do: without
+    downloads each party's D drifts alone and the server D, a sparse sum of deltas taken at other
+    weights, never becomes a useful critic (docs/RESULTS.md, Fig. 2)."""
     selection: str = "largest"
     """server-d: which deltas to upload, ``largest`` magnitude or ``random`` (Shokri & Shmatikov)."""
     server_update: str = "max"
