@@ -88,7 +88,10 @@ class DownloadSchedule:
         server = server.detach().cpu()
         sent = self.last_sent[party]
         count = max(1, math.ceil(self.fraction * server.numel()))
-        indices = (server - sent).abs().topk(count).indices.sort().values
+        if count >= server.numel():  # everything (the default): the same set, without sorting 500k entries
+            indices = torch.arange(server.numel())
+        else:
+            indices = (server - sent).abs().topk(count).indices.sort().values
         sent[indices] = server[indices]
         return indices, server[indices].float()
 
