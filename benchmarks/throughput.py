@@ -76,7 +76,8 @@ def main() -> None:
 
     rows = []
     central = Config(data=DataConfig(split="iid"), model=ModelConfig(name="paper-mlp"),
-                     train=TrainConfig(rounds=args.steps, batch_size=batch),
+                     # No weight average: the plain loop keeps none (like for like).
+                     train=TrainConfig(rounds=args.steps, batch_size=batch, g_average=None),
                      strategy=StrategyConfig(name="centralized"), output=quiet_output(args.steps))
     # Interleave the two so a change in machine load hits both alike; keep the best of each.
     plain = ours = 0.0
@@ -90,7 +91,7 @@ def main() -> None:
     rates = {}
     for workers in (1, 2):
         config = Config(data=DataConfig(split="labels:0-4/5-9"), model=ModelConfig(name="paper-mlp"),
-                        train=TrainConfig(rounds=rounds, batch_size=batch, local_steps=args.local_steps),
+                        train=TrainConfig(rounds=rounds, batch_size=batch, local_steps=args.local_steps, g_average=None),
                         strategy=StrategyConfig(name="avg-output"), runtime=RuntimeConfig(workers=workers),
                         output=quiet_output(rounds))
         samples_per_round = 2 * args.local_steps * batch

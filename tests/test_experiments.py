@@ -70,9 +70,9 @@ def test_baselines_cover_every_strategy_on_both_splits_with_equal_steps():
     assert {split for _, split in strategies} == {"labels:0-4/5-9", "dirichlet:0.3"}
     equal_steps = [s for s in specs if s.budget == "equal-steps"]
     steps = {s.config.train.rounds * generator_steps_per_round(s.config) for s in equal_steps}
-    assert steps == {300}  # round-robin takes one G step per party and round: fewer rounds
+    assert steps == {1500}  # round-robin takes one G step per party and round: fewer rounds
     five = next(s for s in equal_steps if s.config.strategy.name == "round-robin" and s.config.data.parties == 5)
-    assert five.config.train.rounds == 60
+    assert five.config.train.rounds == 300
 
 
 def tiny(strategy: str = "round-robin") -> Config:

@@ -192,8 +192,8 @@ register(Experiment(
     "the paper's strategies against the literature's baselines (centralized, local-only, FedGAN, MD-GAN)",
     tuple(Variant(f"{strategy} {split}", (f"strategy.name={strategy}", *overrides))
           for split, overrides in BASELINE_SPLITS for strategy in BASELINE_STRATEGIES),
-    (Budget("equal-steps", Limits(generator_steps=300), Limits(generator_steps=6000)),
-     Budget("equal-time", Limits(wall_time_s=10.0, max_rounds=5000), Limits(wall_time_s=600.0, max_rounds=100000)))),
+    (Budget("equal-steps", Limits(generator_steps=1500), Limits(generator_steps=6000)),
+     Budget("equal-time", Limits(wall_time_s=60.0, max_rounds=5000), Limits(wall_time_s=600.0, max_rounds=100000)))),
     "every strategy and baseline on 0-4|5-9 (2 parties) and dirichlet:0.3 (5 parties), equal steps and equal time")
 
 

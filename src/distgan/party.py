@@ -56,6 +56,10 @@ def set_flat_parameters(module: nn.Module, indices: torch.Tensor, values: torch.
             offset += count
 
 
+RUNS_DISCRIMINATOR = (p.TrainDiscriminator, p.QueryFeedback, p.TrainAndUpload, p.TrainLocalGAN)
+"""Requests whose handling runs D forward (and may draw dropout masks)."""
+
+
 def build_discriminator(factory: ModelFactory, seed: int) -> nn.Module:
     """Every D of a run starts from the same weights (a shared seed), as federated training assumes."""
     with seeded(derive_seed(seed, "discriminator-init")):
@@ -121,9 +125,13 @@ class Party:
         if handler is None:
             raise p.ProtocolError(f"{self.name}: no handler for {type(request).__name__}")
         request.validate("coordinator", self.expectations)
-        # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
-        # generator: runs resume bit-exactly and every runtime draws the same masks.
-        with seeded(draw_seed(self._rng)):
+        if isinstance(request, RUNS_DISCRIMINATOR):
+            # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
+            # generator: runs resume bit-exactly and every runtime draws the same masks. Only requests
+            # that run D draw, so checkpoint frequency (SaveState) never changes a run's randomness.
+            with seeded(draw_seed(self._rng)):
+                reply = handler(request)
+        else:
             reply = handler(request)
         return reply if self.privacy is None else self.privacy.release(reply)
 
