@@ -104,7 +104,7 @@ class GeneratorTrainer:
     def step_against(self, discriminator: nn.Module, steps: int) -> float:
         """G steps against a discriminator the platform holds (server-d's server D); D's dropout draws
         from a seed of G's own checkpointed stream, so resumed runs repeat it exactly."""
-        with seeded(draw_seed(self.rng)):
+        with seeded(draw_seed(self.rng), self.device):
             return self._steps_against(discriminator, steps)
 
     def _steps_against(self, discriminator: nn.Module, steps: int) -> float:

@@ -129,7 +129,7 @@ class Party:
             # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
             # generator: runs resume bit-exactly and every runtime draws the same masks. Only requests
             # that run D draw, so checkpoint frequency (SaveState) never changes a run's randomness.
-            with seeded(draw_seed(self._rng)):
+            with seeded(draw_seed(self._rng), self._device):
                 reply = handler(request)
         else:
             reply = handler(request)

@@ -20,10 +20,19 @@ def make_generator(base: int, *names: object) -> torch.Generator:
 
 
 @contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block (e.g. building a network) under a fixed global seed, leaving the global RNG as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run a block (building a network, a party's D steps) under a fixed global seed, leaving the global
+    RNG as it was: the CPU generator, and that of ``device`` when it is a GPU (where dropout draws).
+    Seeds the generators directly: ``torch.manual_seed`` visits every backend and costs ~100x more,
+    which a party pays on every request."""
+    where = torch.device("cpu" if device is None else device)
+    index = None
+    if where.type == "cuda":
+        index = where.index if where.index is not None else torch.cuda.current_device()
+    with torch.random.fork_rng(devices=[] if index is None else [index]):
+        torch.random.default_generator.manual_seed(seed)
+        if index is not None:
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield
 
 
