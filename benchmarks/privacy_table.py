@@ -22,6 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from distgan.metrics import read_metrics
+from distgan.plots import read_jsonl
+from distgan.report import AUDIT_FILE
+
 CLI = "import sys; from distgan.cli import main; sys.exit(main())"
 
 
@@ -37,19 +41,20 @@ def run_cell(strategy: str, epsilon: str, rounds: int, root: Path, extra: list[s
         if done.returncode != 0:
             raise SystemExit(f"{run_dir.name}: {' '.join(command[3:5])} failed ({done.returncode}):\n"
                              f"{done.stderr[-3000:]}")
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
-    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()][-1]
-    audit = json.loads((run_dir / "audit.json").read_text())
+    metrics = read_metrics(run_dir)[-1]
+    stats = read_jsonl(run_dir / "stats.jsonl")[-1]
+    audit = json.loads((run_dir / AUDIT_FILE).read_text())
     epsilons = [party.get("epsilon", 0.0) for party in stats["parties"].values()]
-    aucs_distance = [r["membership_auc_distance"] for r in audit["parties"].values()]
-    aucs_d = [r["membership_auc_discriminator"] for r in audit["parties"].values()
-              if r["membership_auc_discriminator"] is not None]
-    ratios = [r["memorization_ratio"] for r in audit["parties"].values() if r["memorization_ratio"] is not None]
+
+    def per_party(field: str) -> list[float]:
+        return [r[field] for r in audit["parties"].values() if r[field] is not None]
+
     values = metrics["metrics"]
     return {"strategy": strategy, "epsilon": epsilon, "spent": max(epsilons) if epsilon != "inf" else None,
             "rounds": stats["round"], "cfid": values.get("cfid"), "classes": values.get("coverage/classes"),
-            "tstr": values.get("tstr/accuracy"), "auc_g": max(aucs_distance), "auc_d": max(aucs_d, default=None),
-            "ratio": min(ratios, default=None), "train_s": stats["elapsed_s"]}
+            "tstr": values.get("tstr/accuracy"), "auc_g": max(per_party("membership_auc_distance")),
+            "auc_d": max(per_party("membership_auc_discriminator"), default=None),
+            "ratio": min(per_party("memorization_ratio"), default=None), "train_s": stats["elapsed_s"]}
 
 
 def cell(value: Any, digits: int = 3) -> str:
@@ -57,7 +62,8 @@ def cell(value: Any, digits: int = 3) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--strategies", nargs="+", default=["round-robin", "avg-output"])
     parser.add_argument("--epsilons", nargs="+", default=["1", "10", "inf"])
     parser.add_argument("--rounds", type=int, default=3000)
@@ -71,8 +77,8 @@ def main() -> None:
     cells = [(s, e) for s in args.strategies for e in args.epsilons]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda c: run_cell(c[0], c[1], args.rounds, root, args.extra), cells))
-    print("| strategy | target ε | ε spent (max party) | rounds | cfid ↓ | digits ↑ | tstr ↑ | audit AUC, G samples "
-          "| audit AUC, party D | memorization ratio | train time (s) |")
+    print("| strategy | target ε | ε spent (max party) | rounds | cfid ↓ | digits ↑ | tstr ↑ "
+          "| audit AUC, G samples | audit AUC, party D | memorization ratio | train time (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['strategy']} | {row['epsilon']} | {cell(row['spent'], 2)} | {row['rounds']} | "

@@ -104,18 +104,15 @@ class GeneratorTrainer:
     def step_against(self, discriminator: nn.Module, steps: int) -> float:
         """G steps against a discriminator the platform holds (server-d's server D); D's dropout draws
         from a seed of G's own checkpointed stream, so resumed runs repeat it exactly."""
-        with seeded(draw_seed(self.rng), self.device):
-            return self._steps_against(discriminator, steps)
-
-    def _steps_against(self, discriminator: nn.Module, steps: int) -> float:
         total = 0.0
-        for _ in range(steps):
-            latents = self.latents(self.train_config.batch_size).to(self.device)
-            loss = generator_loss(discriminator(self.module(latents)))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += float(loss.detach())
+        with seeded(draw_seed(self.rng), self.device):
+            for _ in range(steps):
+                latents = self.latents(self.train_config.batch_size).to(self.device)
+                loss = generator_loss(discriminator(self.module(latents)))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total += float(loss.detach())
         return total / steps
 
     @torch.no_grad()

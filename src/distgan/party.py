@@ -8,6 +8,7 @@ and weights, never a sample.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -125,13 +126,12 @@ class Party:
         if handler is None:
             raise p.ProtocolError(f"{self.name}: no handler for {type(request).__name__}")
         request.validate("coordinator", self.expectations)
-        if isinstance(request, RUNS_DISCRIMINATOR):
-            # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
-            # generator: runs resume bit-exactly and every runtime draws the same masks. Only requests
-            # that run D draw, so checkpoint frequency (SaveState) never changes a run's randomness.
-            with seeded(draw_seed(self._rng), self._device):
-                reply = handler(request)
-        else:
+        # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
+        # generator: runs resume bit-exactly and every runtime draws the same masks. Only requests
+        # that run D draw, so checkpoint frequency (SaveState) never changes a run's randomness.
+        randomness = seeded(draw_seed(self._rng), self._device) if isinstance(request, RUNS_DISCRIMINATOR) \
+            else contextlib.nullcontext()
+        with randomness:
             reply = handler(request)
         return reply if self.privacy is None else self.privacy.release(reply)
 
