@@ -111,6 +111,21 @@ def test_run_set_writes_one_row_per_run_and_the_table(tmp_path):
     assert (tmp_path / "runs" / specs[0].name / "stats.jsonl").stat().st_mtime_ns == stamp
 
 
+def test_parallel_jobs_train_the_same_runs_as_one_job(tmp_path):
+    specs = []
+    for seed in (0, 1):
+        config = tiny().with_overrides([f"runtime.seed={seed}"])
+        apply_limits(config, Limits(rounds=3), "quick")
+        specs.append(RunSpec("test", "rr", "rounds", seed, config, Limits(rounds=3)))
+    parallel = run_set(specs, tmp_path / "parallel", evaluate=fake_metrics, jobs=2)
+    sequential = run_set(specs, tmp_path / "sequential", evaluate=fake_metrics)
+    assert [row["run_dir"] for row in parallel] == [row["run_dir"] for row in sequential]  # the specs' order
+    for spec in specs:  # seeded runs: each process trains exactly what one process would
+        lines = [(tmp_path / where / "runs" / spec.name / "stats.jsonl").read_text().splitlines()
+                 for where in ("parallel", "sequential")]
+        assert [json.loads(line)["g_loss"] for line in lines[0]] == [json.loads(line)["g_loss"] for line in lines[1]]
+
+
 def test_wall_time_budget_stops_the_run_early(tmp_path):
     limits = Limits(wall_time_s=1e-6, max_rounds=50)
     config = tiny()

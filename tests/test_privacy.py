@@ -57,6 +57,22 @@ def test_noise_from_target_epsilon_reaches_it_over_the_planned_steps(make_config
     assert sanitizer.noise_multiplier > made.noise_multiplier
 
 
+def test_every_private_d_step_is_planned_and_spent(make_config, tmp_path) -> None:
+    """train.d_steps = 3: three DP-SGD steps per G step, so the plan covers and the ledger counts 3x the
+    rounds (the sanitizer's releases do not multiply: its D steps touch no released value)."""
+    config = make_config("avg-output", rounds=4, privacy__epsilon=3.0, train__d_steps=3)
+    made = make_plan(config, "dp-sgd", samples=120)
+    assert made.planned_steps == 4 * 3
+    assert made.noise_multiplier == pytest.approx(make_plan(make_config("avg-output", rounds=12, privacy__epsilon=3.0),
+                                                            "dp-sgd", samples=120).noise_multiplier)
+    assert make_plan(config, "gradient-sanitizer", samples=120).planned_steps == 4 * 8
+    train(config, tmp_path, quiet=True)
+    last = json.loads((tmp_path / "stats.jsonl").read_text().splitlines()[-1])
+    reference = RDPAccountant()
+    reference.history = [(made.noise_multiplier, made.sample_rate, 4 * 3)]
+    assert last["parties"]["0"]["epsilon"] == pytest.approx(reference.get_epsilon(delta=made.target_delta))
+
+
 def test_default_delta_and_unaffordable_budget(make_config) -> None:
     assert make_plan(make_config(privacy__epsilon=1.0), "dp-sgd", samples=50).target_delta == pytest.approx(1e-5)
     assert make_plan(make_config(privacy__epsilon=1.0), "dp-sgd", samples=10).target_delta == pytest.approx(1e-5)

@@ -110,6 +110,14 @@ def test_a_party_left_out_of_a_round_is_untouched(tmp_path, name):
     assert "party 0 D" in after and "party 1 D" not in after
     assert all(party != 1 for party, _, _ in run.log), "a message reached party 1"
 
+@pytest.mark.parametrize("name", ["round-robin", "fedgan"])
+def test_d_steps_trains_each_d_that_many_times_per_g_step(tmp_path, name):
+    run = build_run(tiny_config(name, train__d_steps=3), tmp_path)
+    run.round()
+    adam_steps = [int(next(iter(party.d_optimizer.state.values()))["step"]) for party in run.parties]
+    assert adam_steps == [3, 3]
+    assert [reply.stats.steps for _, _, reply in run.log] == [3, 3]  # type: ignore[attr-defined]
+
 
 # -- avg-output and md-gan: the G gradient assembled from feedback equals autograd's ----------------
 def trained_parties(tmp_path: Path, strategy: str) -> Run:

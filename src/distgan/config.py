@@ -99,6 +99,10 @@ class TrainConfig:
     """Number of rounds the coordinator runs."""
     local_steps: int = 1
     """D steps and G steps per party message; 1 reproduces the paper's per-batch algorithms."""
+    d_steps: int = 1
+    """D steps per G step: a party trains its D this many times on each generated batch, each time against
+    a fresh real batch. Under DP-SGD several private D steps per G step let D keep up through the noise
+    (Bie et al. 2023; docs/PRIVACY.md); each one is accounted."""
     batch_size: int = 128
     """Samples per step, real and generated alike."""
     lr_g: float = 1e-3
@@ -118,6 +122,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _positive_int("train.rounds", self.rounds)
         _positive_int("train.local_steps", self.local_steps)
+        _positive_int("train.d_steps", self.d_steps)
         _positive_int("train.batch_size", self.batch_size)
         _positive_float("train.lr_g", self.lr_g)
         _positive_float("train.lr_d", self.lr_d)

@@ -25,11 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 import resource
 import statistics
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,40 +337,74 @@ def table_metrics(values: dict[str, Any]) -> dict[str, float | None]:
 
 
 def run_set(specs: Sequence[RunSpec], out_dir: Path, evaluate: RunEvaluator = final_metrics,
-            quiet: bool = True) -> list[dict[str, Any]]:
+            quiet: bool = True, jobs: int = 1) -> list[dict[str, Any]]:
     """Train (or reuse) every run of ``specs`` under ``out_dir/runs``, evaluate each, and write
-    ``summary.json``, ``table.md`` and the comparison report into ``out_dir``. Returns the rows."""
+    ``summary.json``, ``table.md`` and the comparison report into ``out_dir``. Returns the rows.
+
+    ``jobs > 1`` trains that many runs at once, each in its own process with ``cpus // jobs``
+    threads (``evaluate`` must then be a module-level function). Runs then share the machine:
+    wall times, and so equal-time budgets, mean "one job's share of it"."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any] | None] = [_finished_row(out_dir / "runs" / spec.name, spec) for spec in specs]
+    for index, spec in enumerate(specs, 1):
+        if rows[index - 1] is not None:
+            log.info("[%d/%d] %s: finished earlier, reused", index, len(specs), spec.name)
+    pending = [index for index, row in enumerate(rows) if row is None]
+    if jobs <= 1:
+        for index in pending:
+            _log_start(index, specs)
+            rows[index] = train_and_evaluate(specs[index], out_dir, evaluate, quiet)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_set_threads, initargs=(threads,)) as pool:
+            futures = {}
+            for index in pending:
+                _log_start(index, specs)
+                futures[pool.submit(train_and_evaluate, specs[index], out_dir, evaluate, quiet)] = index
+            for future in as_completed(futures):
+                rows[futures[future]] = row = future.result()
+                log.info("%s: done after %.0f s of training", row["run_dir"], row["wall_time_s"])
+    finished = [row for row in rows if row is not None]
+    write_summary(finished, out_dir)
+    write_comparison_report(finished, out_dir)
+    return finished
+
+
+def _log_start(index: int, specs: Sequence[RunSpec]) -> None:
+    spec = specs[index]
+    log.info("[%d/%d] %s: %s, %s", index + 1, len(specs), spec.name, spec.config.strategy.name,
+             spec.limits.describe())
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def train_and_evaluate(spec: RunSpec, out_dir: Path, evaluate: RunEvaluator = final_metrics,
+                       quiet: bool = True) -> dict[str, Any]:
+    """Train one run of an experiment from scratch under its limits, evaluate it, write its result file."""
     from distgan.training import check_new_run_dir, train
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for index, spec in enumerate(specs, 1):
-        run_dir = out_dir / "runs" / spec.name
-        row = _finished_row(run_dir, spec)
-        if row is None:
-            log.info("[%d/%d] %s: %s, %s", index, len(specs), spec.name, spec.config.strategy.name,
-                     spec.limits.describe())
-            check_new_run_dir(run_dir, overwrite=True)  # an unfinished run from an earlier call starts over
-            hooks: list[RoundHook] = []
-            watch = TargetWatch(spec.limits.cfid_target) if spec.limits.cfid_target is not None else None
-            if spec.limits.wall_time_s is not None:
-                hooks.append(WallTimeLimit(spec.limits.wall_time_s))
-            if watch is not None:
-                hooks.append(watch)
-            cpu_before, load_before = _cpu_seconds(), os.getloadavg()[0]
-            coordinator = train(spec.config, run_dir, quiet=quiet, round_hooks=hooks)
-            cpu_s = _cpu_seconds() - cpu_before
-            row = _row(spec, run_dir, coordinator, watch, cpu_s)
-            # The machine's 1-minute load average before and after: wall times mean little on a busy machine.
-            row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-            row.update(evaluate(run_dir))
-            atomic_write_text(run_dir / RESULT_FILE, json.dumps(row, indent=1))
-        else:
-            log.info("[%d/%d] %s: finished earlier, reused", index, len(specs), spec.name)
-        rows.append(row)
-    write_summary(rows, out_dir)
-    write_comparison_report(rows, out_dir)
-    return rows
+    run_dir = out_dir / "runs" / spec.name
+    check_new_run_dir(run_dir, overwrite=True)  # an unfinished run from an earlier call starts over
+    hooks: list[RoundHook] = []
+    watch = TargetWatch(spec.limits.cfid_target) if spec.limits.cfid_target is not None else None
+    if spec.limits.wall_time_s is not None:
+        hooks.append(WallTimeLimit(spec.limits.wall_time_s))
+    if watch is not None:
+        hooks.append(watch)
+    cpu_before, load_before = _cpu_seconds(), os.getloadavg()[0]
+    coordinator = train(spec.config, run_dir, quiet=quiet, round_hooks=hooks)
+    cpu_s = _cpu_seconds() - cpu_before
+    row = _row(spec, run_dir, coordinator, watch, cpu_s)
+    # The machine's 1-minute load average before and after: wall times mean little on a busy machine.
+    row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    row.update(evaluate(run_dir))
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(row, indent=1))
+    return row
 
 
 def write_comparison_report(rows: Sequence[dict[str, Any]], out_dir: Path) -> Path | None:
@@ -504,7 +540,7 @@ def time_to_target_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def run_experiment(name: str, seeds: int = DEFAULT_SEEDS, out_dir: Path | None = None, scale: str = "paper",
                    overrides: Sequence[str] = (), evaluate: RunEvaluator = final_metrics,
-                   quiet: bool = True) -> list[dict[str, Any]]:
+                   quiet: bool = True, jobs: int = 1) -> list[dict[str, Any]]:
     experiment = EXPERIMENTS.get(name)
     specs = plan_runs(experiment, list(range(seeds)), scale, overrides)
-    return run_set(specs, out_dir or Path("experiments") / f"{name}-{scale}", evaluate, quiet)
+    return run_set(specs, out_dir or Path("experiments") / f"{name}-{scale}", evaluate, quiet, jobs)

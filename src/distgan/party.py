@@ -141,7 +141,8 @@ class Party:
         return to_unit_range(self._data.images[index]).to(self._device)
 
     def _discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
-        """One D step per generated batch: real batch of the same size vs that batch."""
+        """``train.d_steps`` D steps per generated batch, each with a fresh real batch of the same size."""
+        fakes = fakes.repeat_interleave(self._train.d_steps, dim=0) if self._train.d_steps > 1 else fakes
         if self.privacy is not None and self.privacy.private_discriminator:
             return self.privacy.discriminator_steps(fakes)
         self.discriminator.train()
@@ -222,7 +223,8 @@ class Party:
             totals += torch.tensor([stats.d_loss, stats.d_real, stats.d_fake, float(g_loss.detach())])
         d_loss, d_real, d_fake, g_mean = (totals / request.steps).tolist()
         return p.WeightsReply(
-            p.DiscriminatorStats(d_loss=d_loss, d_real=d_real, d_fake=d_fake, steps=request.steps),
+            p.DiscriminatorStats(d_loss=d_loss, d_real=d_real, d_fake=d_fake,
+                                 steps=request.steps * self._train.d_steps),
             generator=cpu_state_dict(generator) if request.return_generator else None,
             discriminator=cpu_state_dict(self.discriminator) if request.return_discriminator else None,
             g_loss=g_mean)

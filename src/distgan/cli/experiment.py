@@ -22,6 +22,7 @@ Examples:
   distgan experiment --list
   distgan experiment fig6 --scale quick
   distgan experiment fig4-5 --seeds 5 --out experiments/fig4-5
+  distgan experiment baselines --scale quick --jobs 2
   distgan experiment fig14 --set runtime.device=cuda
 """
 
@@ -36,6 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field in every run, e.g. --set runtime.device=cuda (repeatable; "
                              "the run length, train.rounds, comes from the experiment's budget)")
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                        help="train N runs at once, each in its own process with cpus/N threads (default 1). "
+                             "Runs then share the machine: wall times, and equal-time budgets, are per job")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the runs the experiment would make; train nothing")
     parser.add_argument("--verbose", action="store_true", help="print each run's progress lines")
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(specs)} runs ({len(experiment.variants)} variants x {len(experiment.budgets)} budgets x "
           f"{args.seeds} seeds) into {out_dir}", file=sys.stderr)
     _log_to_terminal()
-    run_set(specs, out_dir, quiet=not args.verbose)
+    run_set(specs, out_dir, quiet=not args.verbose, jobs=args.jobs)
     print((out_dir / "table.md").read_text())
     print(f"experiment folder: {out_dir}")
     return 0

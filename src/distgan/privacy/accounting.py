@@ -9,7 +9,8 @@ that the party steps once per mechanism invocation and asks for epsilon spent; i
 any privacy is spent, a request that would take the party over its budget.
 
 Planned steps: ``train.rounds x local_steps x MESSAGES_PER_ROUND`` mechanism invocations, times
-the batch size for the gradient sanitizer (see :mod:`distgan.privacy.mechanisms`).
+``train.d_steps`` for DP-SGD and the batch size for the gradient sanitizer (see
+:mod:`distgan.privacy.mechanisms`).
 """
 
 from __future__ import annotations
@@ -68,14 +69,15 @@ class PrivacyPlan:
                 f"max_grad_norm={self.max_grad_norm:g}, delta={self.target_delta:.3g}, epsilon budget {budget}")
 
 
-def mechanism_steps_per_round(config: Config) -> int:
-    """Mechanism invocations (D steps, or feedback batches) of one party in one round."""
-    return config.train.local_steps * MESSAGES_PER_ROUND.get(config.strategy.name, 1)
+def mechanism_steps_per_round(config: Config, mechanism: str) -> int:
+    """Mechanism invocations of one party in one round: D steps (dp-sgd), or feedback batches."""
+    d_steps = config.train.d_steps if mechanism == "dp-sgd" else 1
+    return config.train.local_steps * d_steps * MESSAGES_PER_ROUND.get(config.strategy.name, 1)
 
 
-def planned_mechanism_steps(config: Config) -> int:
+def planned_mechanism_steps(config: Config, mechanism: str) -> int:
     """Mechanism invocations one party makes in a full run."""
-    return config.train.rounds * mechanism_steps_per_round(config)
+    return config.train.rounds * mechanism_steps_per_round(config, mechanism)
 
 
 def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
@@ -95,11 +97,11 @@ def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
         sample_rate, per_step = 1.0, batch
     else:
         raise ValueError(f"privacy.mechanism={mechanism!r}: unknown mechanism")
-    steps = planned_mechanism_steps(config) * per_step
+    steps = planned_mechanism_steps(config, mechanism) * per_step
     if privacy.noise_multiplier is not None:
         sigma, planned = privacy.noise_multiplier, 0
         if privacy.epsilon is not None:
-            round_steps = mechanism_steps_per_round(config) * per_step
+            round_steps = mechanism_steps_per_round(config, mechanism) * per_step
             first_round = RDPAccountant()
             first_round.history = [(sigma, sample_rate, round_steps)]
             with _quiet_alpha_warning():

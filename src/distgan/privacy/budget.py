@@ -87,7 +87,7 @@ class BudgetMonitor:
         plan = self._plans.get(party)
         if plan is None:
             return None
-        steps = rounds * mechanism_steps_per_round(coordinator.config)
+        steps = rounds * mechanism_steps_per_round(coordinator.config, plan.mechanism)
         return PrivacyLedger(plan).epsilon_after(steps) if steps else 0.0
 
     def next_round_epsilon(self, coordinator: Coordinator, party: str) -> float | None:
