@@ -71,6 +71,9 @@ class ModelConfig:
     """Size of the generator's noise vector z."""
     hidden: int = 256
     """Width of the hidden layers of the MLP models."""
+    d_hidden: int | None = None
+    """mlp: width of D's hidden layers (2 x d_hidden, then d_hidden); None: ``hidden``. DP-SGD's noise on
+    D's update grows with the square root of D's weights (docs/PRIVACY.md)."""
     channels: int = 64
     """Base channel count of the DCGAN models (the paper's ngf = ndf)."""
     d_dropout: float = 0.3
@@ -85,6 +88,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _positive_int("model.latent_dim", self.latent_dim)
         _positive_int("model.hidden", self.hidden)
+        if self.d_hidden is not None:
+            _positive_int("model.d_hidden", self.d_hidden)
         _positive_int("model.channels", self.channels)
         _choice("model.norm", self.norm, ("batch", "group", "none"))
         _require(isinstance(self.d_dropout, (int, float)) and 0 <= self.d_dropout < 1, "model.d_dropout",

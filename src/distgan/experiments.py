@@ -352,29 +352,26 @@ def run_set(specs: Sequence[RunSpec], out_dir: Path, evaluate: RunEvaluator = fi
     pending = [index for index, row in enumerate(rows) if row is None]
     if jobs <= 1:
         for index in pending:
-            _log_start(index, specs)
-            rows[index] = train_and_evaluate(specs[index], out_dir, evaluate, quiet)
+            spec = specs[index]
+            log.info("[%d/%d] %s: %s, %s", index + 1, len(specs), spec.name, spec.config.strategy.name,
+                     spec.limits.describe())
+            rows[index] = train_and_evaluate(spec, out_dir, evaluate, quiet)
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_set_threads, initargs=(threads,)) as pool:
-            futures = {}
-            for index in pending:
-                _log_start(index, specs)
-                futures[pool.submit(train_and_evaluate, specs[index], out_dir, evaluate, quiet)] = index
-            for future in as_completed(futures):
-                rows[futures[future]] = row = future.result()
-                log.info("%s: done after %.0f s of training", row["run_dir"], row["wall_time_s"])
+            log.info("%d runs to train, %d at a time", len(pending), jobs)
+            futures = {pool.submit(train_and_evaluate, specs[index], out_dir, evaluate, quiet): index
+                       for index in pending}
+            for done, future in enumerate(as_completed(futures), 1):
+                index = futures[future]
+                rows[index] = row = future.result()
+                log.info("[%d/%d done] %s: %s, %s: %.0f s of training", done, len(pending), specs[index].name,
+                         specs[index].config.strategy.name, specs[index].limits.describe(), row["wall_time_s"])
     finished = [row for row in rows if row is not None]
     write_summary(finished, out_dir)
     write_comparison_report(finished, out_dir)
     return finished
-
-
-def _log_start(index: int, specs: Sequence[RunSpec]) -> None:
-    spec = specs[index]
-    log.info("[%d/%d] %s: %s, %s", index + 1, len(specs), spec.name, spec.config.strategy.name,
-             spec.limits.describe())
 
 
 def _set_threads(threads: int) -> None:

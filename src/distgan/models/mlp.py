@@ -65,9 +65,10 @@ def tuned_mlp(config: ModelConfig, image_shape: ImageShape) -> ModelFactory:
     def discriminator() -> nn.Module:
         # A bounded logit (and, optionally, dropout) keeps D from winning outright against a G that must
         # serve two parties' digits at once (docs/TUNING.md: cfid 100 -> 53 for round-robin on 0-4 | 5-9).
-        layers: list[nn.Module] = [nn.Linear(pixels, 2 * hidden), nn.LeakyReLU(0.2), nn.Dropout(config.d_dropout),
-                                   nn.Linear(2 * hidden, hidden), nn.LeakyReLU(0.2), nn.Dropout(config.d_dropout),
-                                   nn.Linear(hidden, 1)]
+        width = config.d_hidden or hidden
+        layers: list[nn.Module] = [nn.Linear(pixels, 2 * width), nn.LeakyReLU(0.2), nn.Dropout(config.d_dropout),
+                                   nn.Linear(2 * width, width), nn.LeakyReLU(0.2), nn.Dropout(config.d_dropout),
+                                   nn.Linear(width, 1)]
         if config.d_logit_bound is not None:
             layers.append(SoftBound(config.d_logit_bound))
         return MLPDiscriminator(nn.Sequential(*layers))

@@ -1,0 +1,31 @@
+"""Model families: shapes, and the mlp discriminator's width knob."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distgan.config import ModelConfig
+from distgan.models import build_models
+
+
+@pytest.mark.parametrize("name", ["mlp", "paper-mlp"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_every_mlp_family_maps_latents_to_images_and_images_to_one_logit(name: str, shape) -> None:
+    factory = build_models(ModelConfig(name=name, hidden=16, latent_dim=8), shape)
+    generator, discriminator = factory.generator(), factory.discriminator()
+    images = generator(torch.randn(5, 8))
+    assert images.shape == (5, *shape) and images.abs().max() <= 1
+    assert discriminator(images).shape == (5,)
+
+
+def test_d_hidden_narrows_the_discriminator_only() -> None:
+    def weights(module: torch.nn.Module) -> int:
+        return sum(parameter.numel() for parameter in module.parameters())
+
+    default, narrow = (build_models(ModelConfig(d_hidden=d_hidden), (1, 28, 28)) for d_hidden in (None, 32))
+    assert weights(narrow.discriminator()) == 784 * 64 + 64 + 64 * 32 + 32 + 32 + 1
+    assert weights(default.discriminator()) == 784 * 512 + 512 + 512 * 256 + 256 + 256 + 1
+    assert weights(narrow.generator()) == weights(default.generator())
+    with pytest.raises(ValueError, match="model.d_hidden"):
+        ModelConfig(d_hidden=0)
