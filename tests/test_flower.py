@@ -27,7 +27,7 @@ from distgan.runtime.flower.client import SESSION_RECORD
 from distgan.runtime.flower.parties import FlowerSettings
 from distgan.runtime.flower.records import from_content, to_content
 from distgan.runtime.flower.server import ServerRun, run_on_grid
-from distgan.runtime.flower.simulation import RayResources, server_app_of
+from distgan.runtime.flower.simulation import RayResources, gpu_share, server_app_of
 from distgan.strategies import STRATEGIES
 from tests.conftest import tiny_config
 
@@ -212,3 +212,16 @@ def test_a_silent_node_times_out(simulated):
     assert not isinstance(outcome, Exception), outcome
     assert "no reply within 1.5 s" in outcome.parties.failed[1]
     assert [r["failed_parties"] for r in _records(simulated["root"] / "flower" / "fault-stall")][-1] == [1]
+
+
+def test_parties_meant_for_cuda_reserve_a_gpu_share_in_simulation():
+    """Ray hides every GPU from an actor that reserves none: a CUDA run must give its nodes a share."""
+    def share(device: str, requested: float | None, cuda_available: bool = True) -> float:
+        return gpu_share(tiny_config(runtime__device=device), requested, nodes=4, cuda_available=cuda_available)
+
+    assert share("cuda", None) == share("auto", None) == 0.25
+    assert share("auto", None, cuda_available=False) == share("cpu", None) == 0.0
+    assert share("cuda", 0.5) == 0.5 and share("auto", 0.0) == 0.0  # an explicit share is kept
+    with pytest.raises(ValueError, match="--gpus-per-party 0: Ray hides the GPU"):
+        share("cuda", 0.0)
+    assert RayResources().backend_config()["client_resources"]["num_gpus"] == 0.0

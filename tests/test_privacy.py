@@ -187,6 +187,10 @@ def test_ledger_and_secret_rng_survive_a_checkpoint() -> None:
     engines[1].load_state(*engines[0].state())
     assert engines[1].ledger.epsilon == engines[0].ledger.epsilon > 0
     assert torch.equal(engines[1]._sampling_rng.get_state(), engines[0]._sampling_rng.get_state())
+    # A CUDA generator's state cannot continue a CPU one: a resume on the other kind of device is refused.
+    tensors, meta = engines[0].state()
+    with pytest.raises(ValueError, match="noise stream was drawn on a cuda device"):
+        engines[1].load_state(tensors, {**meta, "noise_device": "cuda"})
 
 
 # -- whole runs ------------------------------------------------------------------------------------------

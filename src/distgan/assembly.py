@@ -34,7 +34,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"runtime.device={name!r}: no CUDA device is available here; use cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"runtime.device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"numbered from 0")
+    return device
 
 
 @functools.lru_cache(maxsize=4)

@@ -179,8 +179,9 @@ def _configure_simulate(parser: argparse.ArgumentParser) -> None:
                        help="join a Ray cluster (auto: the one this host is part of); default: Ray on this machine")
     group.add_argument("--cpus-per-party", type=float, default=1.0, metavar="N",
                        help="CPU cores per virtual SuperNode (default 1)")
-    group.add_argument("--gpus-per-party", type=float, default=0.0, metavar="F",
-                       help="GPU share per virtual SuperNode (default 0)")
+    group.add_argument("--gpus-per-party", type=float, default=None, metavar="F",
+                       help="GPU share per virtual SuperNode (default: 1/parties when the parties run on CUDA, "
+                            "else 0; Ray hides the GPU from a node that reserves none)")
 
 
 @action("simulate", "train on Flower's simulation engine (Ray), here or on a Ray cluster", _configure_simulate)

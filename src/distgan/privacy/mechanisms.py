@@ -122,12 +122,19 @@ class PartyPrivacy(ABC):
     # -- checkpoints (the party's own storage) ------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {"noise_rng": self._noise_rng.get_state()}
-        return tensors, {"mechanism": self.name, "ledger": self.ledger.state(), "secret_seed": self._secret_seed}
+        return tensors, {"mechanism": self.name, "ledger": self.ledger.state(), "secret_seed": self._secret_seed,
+                         "noise_device": self._device.type}
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         if meta.get("mechanism") != self.name:
             raise ValueError(f"{self.owner}: checkpoint was made with privacy mechanism {meta.get('mechanism')!r}, "
                              f"this run uses {self.name!r}")
+        saved_on = meta.get("noise_device", "cpu")
+        if saved_on != self._device.type:
+            # A CPU and a CUDA generator have different states; continuing one from the other is impossible.
+            raise ValueError(f"{self.owner}: its checkpoint's secret noise stream was drawn on a {saved_on} device and "
+                             f"this run puts the party on {self._device.type}; resume with "
+                             f"--set runtime.device={saved_on}")
         self.ledger.load_state(meta["ledger"])
         self._secret_seed = int(meta["secret_seed"])
         self._noise_rng.set_state(tensors["noise_rng"])

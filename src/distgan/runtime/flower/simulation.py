@@ -8,6 +8,7 @@ an actor on any host can serve any party.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,8 @@ from distgan.strategies import STRATEGIES
 class RayResources:
     cpus_per_party: float = 1.0
     """CPU cores reserved per virtual node; Ray runs floor(cores / this) nodes at once."""
-    gpus_per_party: float = 0.0
-    """GPU share per virtual node (0.25: four nodes per GPU)."""
+    gpus_per_party: float | None = None
+    """GPU share per virtual node (0.25: four nodes per GPU); None: :func:`gpu_share` decides."""
     address: str | None = None
     """Ray cluster address (``auto``: the cluster this host joined); None starts Ray here."""
     total_cpus: int | None = None
@@ -40,8 +41,21 @@ class RayResources:
             init_args["address"] = self.address
         elif self.total_cpus is not None:
             init_args["num_cpus"] = self.total_cpus
-        return {"client_resources": {"num_cpus": self.cpus_per_party, "num_gpus": self.gpus_per_party},
+        return {"client_resources": {"num_cpus": self.cpus_per_party, "num_gpus": self.gpus_per_party or 0.0},
                 "init_args": init_args}
+
+
+def gpu_share(config: Config, requested: float | None, nodes: int, cuda_available: bool) -> float:
+    """GPU share each virtual node reserves. Ray hides every GPU from an actor that reserves none, so
+    parties meant to run on CUDA must reserve a share: by default one GPU split over the nodes."""
+    device = config.runtime.device
+    wants_gpu = device.startswith("cuda") or (device == "auto" and cuda_available)
+    if requested is None:
+        return 1.0 / nodes if wants_gpu else 0.0
+    if requested == 0 and device.startswith("cuda"):
+        raise ValueError(f"runtime.device={device} with --gpus-per-party 0: Ray hides the GPU from parties that "
+                         "reserve none; give each a share (e.g. --gpus-per-party 0.5) or use runtime.device=cpu")
+    return requested
 
 
 def node_count(config: Config) -> int:
@@ -61,8 +75,14 @@ def run_in_simulation(server_app: ServerApp, nodes: int, resources: RayResources
 def simulate(config: Config, run_dir: Path, resources: RayResources | None = None, resume: bool = False,
              settings: FlowerSettings | None = None) -> None:
     """Train ``config`` into ``run_dir`` on Flower's simulation engine, one virtual node per party."""
+    import torch
+
+    resources = resources or RayResources()
+    nodes = node_count(config)
+    resources = dataclasses.replace(resources, gpus_per_party=gpu_share(config, resources.gpus_per_party, nodes,
+                                                                        torch.cuda.is_available()))
     run = ServerRun(config, run_dir, resume, settings or FlowerSettings())
-    run_in_simulation(build_server_app(run), node_count(config), resources, state_root=run_dir)
+    run_in_simulation(build_server_app(run), nodes, resources, state_root=run_dir)
 
 
 def server_app_of(main: Callable[[Grid], None]) -> ServerApp:
