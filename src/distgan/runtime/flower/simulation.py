@@ -8,12 +8,12 @@ an actor on any host can serve any party.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
@@ -75,11 +75,9 @@ def run_in_simulation(server_app: ServerApp, nodes: int, resources: RayResources
 def simulate(config: Config, run_dir: Path, resources: RayResources | None = None, resume: bool = False,
              settings: FlowerSettings | None = None) -> None:
     """Train ``config`` into ``run_dir`` on Flower's simulation engine, one virtual node per party."""
-    import torch
-
     resources = resources or RayResources()
     nodes = node_count(config)
-    resources = dataclasses.replace(resources, gpus_per_party=gpu_share(config, resources.gpus_per_party, nodes,
+    resources = replace(resources, gpus_per_party=gpu_share(config, resources.gpus_per_party, nodes,
                                                                         torch.cuda.is_available()))
     run = ServerRun(config, run_dir, resume, settings or FlowerSettings())
     run_in_simulation(build_server_app(run), nodes, resources, state_root=run_dir)
