@@ -43,7 +43,8 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 @dataclass
 class DataConfig:
     source: str = "mnist"
-    """Data source, ``NAME`` or ``NAME:ARG`` (``mnist``, ``mnist:DIR``, ``folder:DIR``, ``lsun:DIR``, ``fake``)."""
+    """Data source, ``NAME`` or ``NAME:ARG`` (``mnist``, ``mnist:DIR``, ``fashion-mnist``, ``folder:DIR``, ``lsun:DIR``,
+    ``fake``)."""
     split: str = "labels:0-4/5-9"
     """How samples are divided among parties: ``iid``, ``labels:0-4/5-9``, ``one-label``, ``dirichlet:ALPHA``."""
     parties: int = 2
@@ -51,7 +52,11 @@ class DataConfig:
     image_size: int | None = None
     """Side of the square images fed to the models; None takes the model's natural size."""
     limit: int | None = None
-    """Use only the first N samples of the source (after a seeded shuffle); None uses all."""
+    """Use only the first N samples of the source's train part (after a seeded shuffle); None uses all."""
+    test: int | None = None
+    """Samples held out as the test split (no party receives them: metrics' reference, audit's non-members)
+    for sources without one of their own (``folder:``, ``lsun:``, ``fake``): a fixed draw, stratified by label.
+    Must stay unset for ``mnist`` (a fixed 1,000-digit split) and IDX folders with ``t10k-*`` files."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source != "", "data.source", self.source,
@@ -61,6 +66,8 @@ class DataConfig:
             _positive_int("data.image_size", self.image_size)
         if self.limit is not None:
             _positive_int("data.limit", self.limit)
+        if self.test is not None:
+            _positive_int("data.test", self.test)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.patches import Patch
 
 from distgan.checkpoint import atomic_write_text
+from distgan.data.splits import TEST_SPLIT_KEY
 from distgan.plots import plot_losses, plt, read_jsonl, smooth
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class RunData:
     parties: dict[str, Any]
     samples: list[tuple[int, Path]] = field(default_factory=list)
     audit: dict[str, Any] | None = None
+    test_split: dict[str, Any] | None = None
+    """parties.json's statement of the test split (source, size, how chosen)."""
 
     @property
     def name(self) -> str:
@@ -84,6 +87,7 @@ def load_run(path: Path) -> RunData:
     try:
         config = json.loads(config_path.read_text())
         parties = json.loads((path / "parties.json").read_text()) if (path / "parties.json").exists() else {}
+        test_split = parties.pop(TEST_SPLIT_KEY, None)  # the test split's statement, not a party
         audit = json.loads((path / AUDIT_FILE).read_text()) if (path / AUDIT_FILE).exists() else None
     except json.JSONDecodeError as error:
         raise ReportError(f"{path}: unreadable run file ({error})") from None
@@ -93,7 +97,7 @@ def load_run(path: Path) -> RunData:
         if match:
             samples.append((int(match.group(1)), image))
     return RunData(path, config, read_jsonl(path / "stats.jsonl"), read_metrics(path), parties, sorted(samples),
-                   audit)
+                   audit, test_split)
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -278,7 +282,15 @@ def summary_rows(run: RunData) -> dict[str, str]:
     return {"rounds": str(last.get("round", 0)),
             "training wall time": f"{last.get('elapsed_s', 0) / 60:.2f} min" if last else "–",
             "traffic (down + up)": f"{total_bytes / 1e6:.1f} MB",
-            "metrics at round": str(run.metrics[-1]["round"]) if run.metrics else "–"}
+            "metrics at round": str(run.metrics[-1]["round"]) if run.metrics else "–",
+            "test split (no party holds it)": describe_test_split(run.test_split)}
+
+
+def describe_test_split(statement: dict[str, Any] | None) -> str:
+    if not statement:
+        return "– (not recorded: a run from before test splits)"
+    size = statement.get("size")
+    return f"{_format(size) if size is not None else '?'} samples of {statement.get('source', '?')}: {statement.get('how', '?')}"
 
 
 def metrics_section(runs: list[RunData]) -> str:

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from distgan import protocol as p
-from distgan.assembly import plan_data, resolve_device
+from distgan.assembly import plan_data, resolve_device, test_split_statement
 from distgan.checkpoint import CheckpointError, atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook, checkpoint_stems
+from distgan.data.splits import TEST_SPLIT_KEY
 from distgan.generator import GeneratorTrainer
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
@@ -124,9 +125,12 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
         sizes[party] = description.samples
         labels = [i for i, c in enumerate(description.label_counts.tolist()) if c > 0]
         log.info("party %d: %d samples, labels %s", party, description.samples, labels or "unlabelled")
-    atomic_write_text(run_dir / "parties.json", json.dumps(
-        {str(j): {"samples": sizes[j], "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
-         for j in sizes}, indent=1))
+    public: dict[str, object] = {
+        str(j): {"samples": sizes[j], "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
+        for j in sizes}
+    public[TEST_SPLIT_KEY] = test_split_statement(config)
+    log.info("test split (no party holds it): %s", public[TEST_SPLIT_KEY])
+    atomic_write_text(run_dir / "parties.json", json.dumps(public, indent=1))
     trainer = GeneratorTrainer(factory, config.train, config.runtime.seed, resolve_device(config.runtime.device))
     strategy = strategy_class(StrategyContext(config, trainer, factory, sizes))
     return Coordinator(config, run_dir, parties, strategy)
