@@ -17,6 +17,7 @@ from distgan.checkpoint import CheckpointError, atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook, checkpoint_stems
 from distgan.generator import GeneratorTrainer
+from distgan.health import CollapseDetector, stale_feedback_warning
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
 from distgan.plots import plot_losses, read_jsonl
@@ -158,6 +159,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = Fal
         atomic_write_text(run_dir / "config.json", config.to_json())
     setup_logging(run_dir, quiet)
     log.info("run folder: %s", run_dir)
+    if (stale := stale_feedback_warning(config)) is not None:
+        log.warning("%s", stale)
     try:
         coordinator = build_coordinator(config, run_dir, parties)
     except BaseException:
@@ -172,6 +175,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = Fal
         if not resume:
             discard_unstarted_run(run_dir)
         raise
+    coordinator.hooks.append(CollapseDetector.for_run(config, run_dir))
     coordinator.hooks.extend(round_hooks)
     try:
         if resume and checkpoint_stems(coordinator.checkpoint_dir):
