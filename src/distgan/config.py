@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ def _positive_int(name: str, value: Any) -> None:
 
 def _positive_float(name: str, value: Any) -> None:
     _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-             and value == value and value != float("inf"), name, value, "must be a positive finite number")
+             and math.isfinite(value), name, value, "must be a positive finite number")
 
 
 def _fraction(name: str, value: Any) -> None:
@@ -280,7 +281,8 @@ class Config:
                 raise ValueError(f"unknown config section {key!r}; valid: {', '.join(known)}")
             section_cls = _section_class(key)
             if not isinstance(value, dict):
-                raise ValueError(f"config section {key!r} must be an object, got {value!r}")
+                # ValueError like every other bad-config error, so callers catch one type
+                raise ValueError(f"config section {key!r} must be an object, got {value!r}")  # noqa: TRY004
             valid = {f.name for f in dataclasses.fields(section_cls)}
             for name in value:
                 if name not in valid:

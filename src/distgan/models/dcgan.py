@@ -6,6 +6,8 @@ MNIST-sized data trains in seconds per round on a CPU.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -55,7 +57,7 @@ def dcgan(config: ModelConfig, image_shape: ImageShape) -> ModelFactory:
         layers: list[nn.Module] = [nn.Unflatten(1, (latent, 1, 1)),
                                    nn.ConvTranspose2d(latent, base * multipliers[0], start, 1, 0, bias=False),
                                    nn.BatchNorm2d(base * multipliers[0]), nn.ReLU(True)]
-        for before, after in zip(multipliers, multipliers[1:]):
+        for before, after in pairwise(multipliers):
             layers += [nn.ConvTranspose2d(base * before, base * after, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(base * after), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(base * multipliers[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
@@ -67,7 +69,7 @@ def dcgan(config: ModelConfig, image_shape: ImageShape) -> ModelFactory:
         reversed_multipliers = list(reversed(multipliers))
         layers: list[nn.Module] = [nn.Conv2d(channels, base * reversed_multipliers[0], 4, 2, 1, bias=False),
                                    nn.LeakyReLU(0.2, True)]
-        for before, after in zip(reversed_multipliers, reversed_multipliers[1:]):
+        for before, after in pairwise(reversed_multipliers):
             layers += [nn.Conv2d(base * before, base * after, 4, 2, 1, bias=False),
                        _norm(config.norm, base * after), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(base * reversed_multipliers[-1], 1, start, 1, 0, bias=False)]
