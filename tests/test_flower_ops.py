@@ -86,3 +86,52 @@ def test_the_collapse_detector_fires_when_g_loss_is_flat(tmp_path):
         detector(None, r, record(r, 0.6, 0.4, 0.693147))
     assert detector.collapsed and "has not moved since round 1" in json.loads(
         (tmp_path / "health.json").read_text())["reason"]
+
+
+# -- data that keeps its meaning -------------------------------------------------------------------------
+def digit_folders(root, labels, per_label=4, size=40):
+    """An organisation's image folder: one subfolder per label, PNGs of ``size`` px (not 28)."""
+    from PIL import Image
+
+    from distgan.data.sources import make_fake
+
+    fake = make_fake(n=10 * per_label, channels=1, size=size, classes=10)
+    for index in range(len(fake)):
+        label = int(fake.labels[index])
+        if label in labels:
+            folder = root / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(fake.images[index, 0].numpy()).save(folder / f"{index}.png")
+    return root
+
+
+def node_party(config, data_dir, party_id, tmp_path):
+    from distgan.runtime.flower.node import NodeSettings, build_node_party
+
+    node = NodeSettings.from_node_config({"partition-id": party_id, "data-dir": str(data_dir)}, config, 1, tmp_path)
+    return build_node_party(config, node)
+
+
+def test_folder_parties_keep_the_global_meaning_of_their_labels(tmp_path):
+    from distgan import protocol as p
+
+    low, high = digit_folders(tmp_path / "org-a", range(5)), digit_folders(tmp_path / "org-b", range(5, 10))
+    config = flower_config("--party-data", f"folder:{low}", "--party-data", f"folder:{high}", "--parties", "2")
+    assert config.data.labels == tuple(str(k) for k in range(10))  # flower local declares the union
+    for party_id, folder, present in ((0, low, range(5)), (1, high, range(5, 10))):
+        description = node_party(config, folder, party_id, tmp_path).handle(p.Describe())
+        counts = description.label_counts.tolist()
+        assert len(counts) == 10 and [k for k, c in enumerate(counts) if c] == list(present)
+        assert description.image_shape.tolist() == [1, 28, 28]  # sized for the MLP, not 64 px
+
+
+def test_a_party_whose_folders_are_not_in_the_label_map_is_refused(tmp_path):
+    from distgan.runtime.flower.node import NodeConfigError
+
+    folder = digit_folders(tmp_path / "org", range(3))
+    (folder / "2").rename(folder / "cat")
+    config = tiny_config("avg-output", data__labels=("0", "1", "2"))
+    with pytest.raises(ValueError, match=r"subfolders cat are not in the run's label map data.labels=0,1,2"):
+        node_party(config, folder, 0, tmp_path)
+    with pytest.raises(NodeConfigError, match="the run declares no label map"):
+        node_party(tiny_config("avg-output"), folder, 0, tmp_path)

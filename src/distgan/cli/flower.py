@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -98,6 +99,8 @@ def deployment_config(args: argparse.Namespace, party_data: list[str] | None = N
     from distgan.runtime.flower.coarse import check_message_budget
 
     config = config_from_args(args)
+    if party_data and config.data.labels is None:
+        config = _with_party_label_map(config, party_data)
     try:
         image_shape = _image_shape(config, party_data[0] if party_data else None)
     except (ValueError, OSError) as error:
@@ -109,6 +112,27 @@ def deployment_config(args: argparse.Namespace, party_data: list[str] | None = N
     except ValueError as error:
         raise CommandError(str(error)) from None
     return config
+
+
+def _with_party_label_map(config: Config, party_data: list[str]) -> Config:
+    """Declare the label map of parties whose data are labelled image folders on this machine: the
+    union of their subfolder names (numbers in numeric order), so folder ``7`` is label 7 at every
+    party instead of each party numbering its own folders from 0."""
+    from distgan.data.sources import folder_label_names
+    from distgan.runtime.flower.node import source_spec
+
+    names: set[str] = set()
+    for spec in party_data:
+        name, _, arg = source_spec(spec).partition(":")
+        if name == "folder" and arg:
+            try:
+                names.update(folder_label_names(Path(arg)))
+            except ValueError as error:
+                raise CommandError(f"--party-data {spec}: {error}") from None
+    if not names:
+        return config
+    ordered = sorted(names, key=lambda n: (0, int(n), n) if n.isdigit() else (1, 0, n))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, labels=tuple(ordered)))
 
 
 def _image_shape(config: Config, party_source: str | None) -> tuple[int, int, int]:

@@ -80,6 +80,11 @@ def build_node_party(config: Config, node: NodeSettings) -> Party:
         config.data, source=node.data_source, split="iid", parties=1),
         train=dataclasses.replace(config.train, parties_per_round=None))
     data_plan = plan_data(own)
+    if data_plan.data.label_names is not None and config.data.labels is None:
+        raise NodeConfigError(
+            f"{node.data_source}: labelled by subfolder ({', '.join(data_plan.data.label_names)}), but the run declares "
+            "no label map, so label k would mean this node's k-th folder; start the run with the map of every "
+            "party's label names (distgan flower app --labels NAME,NAME,... or --set data.labels=...)")
     # This node knows only its own data: in its view of the partition every other share is empty.
     empty = torch.zeros(0, dtype=torch.int64)
     shares = [empty] * node.party_id + [torch.arange(len(data_plan.data))]
