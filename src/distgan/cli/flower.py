@@ -326,7 +326,9 @@ def _configure_supernode(parser: argparse.ArgumentParser) -> None:
                         help="port of this node's local ClientApp API (default 9094; one per node on a host)")
 
 
-@action("supernode", "start one party's SuperNode with its own data (replaces this process)", _configure_supernode)
+@action("supernode", "start one party's SuperNode with its own data: a quick restart rejoins (a refused "
+                     "activation is retried while the SuperLink still counts the old node online), its "
+                     "ClientApps end with it, and its exit says what happened", _configure_supernode)
 def _supernode(args: argparse.Namespace) -> int:
     from distgan.runtime.flower.local import flower_executable, node_config_text
 
@@ -344,7 +346,11 @@ def _supernode(args: argparse.Namespace) -> int:
         raise CommandError("give --ca CA_CERT (TLS) or, for a test, --insecure")
     if args.key is not None:
         command += ["--auth-supernode-private-key", str(args.key)]
-    return _exec(command)
+    from distgan.runtime.flower import FLOWER_ENVIRONMENT
+    from distgan.runtime.flower.supervise import supervise
+
+    print("$ " + " ".join(command), file=sys.stderr)
+    return supervise(command, {**os.environ, **FLOWER_ENVIRONMENT})
 
 
 def _exec(command: list[str]) -> int:
