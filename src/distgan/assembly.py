@@ -15,6 +15,7 @@ import torch
 
 from distgan.config import Config
 from distgan.data import LabelledImages, Partition, partition
+from distgan.data.sources import apply_label_map
 from distgan.data.splits import TestSplit, split_source
 from distgan.models import ModelFactory, build_models, natural_image_size
 from distgan.party import Party
@@ -73,12 +74,15 @@ def plan_data(config: Config) -> DataPlan:
     image_size = config.data.image_size or natural_image_size(config.model)
     prepared = _cached_source(config.data.source, image_size, config.data.limit, config.runtime.seed,
                               config.data.test)
-    data = prepared.train
+    data, test = prepared.train, prepared.test
+    if config.data.labels is not None:  # the run's label map: a label means the same at every party
+        data, test = apply_label_map(data, config.data.labels), apply_label_map(test, config.data.labels)
     shares = partition(data, config.data.split, config.data.parties, derive_seed(config.runtime.seed, "split"))
     labels = data.labels[data.labels >= 0]
     num_labels = int(labels.max()) + 1 if len(labels) else 0
-    return DataPlan(data, shares, num_labels, prepared.test, prepared.train_index, prepared.test_index,
-                    prepared.test_split)
+    if config.data.labels is not None:
+        num_labels = len(config.data.labels)
+    return DataPlan(data, shares, num_labels, test, prepared.train_index, prepared.test_index, prepared.test_split)
 
 
 def make_factory(config: Config, plan: DataPlan) -> ModelFactory:

@@ -58,6 +58,12 @@ class DataConfig:
     """Samples held out as the test split (no party receives them: metrics' reference, audit's non-members)
     for sources without one of their own (``folder:``, ``lsun:``, ``fake``): a fixed draw, stratified by label.
     Must stay unset for ``mnist`` (a fixed 1,000-digit split) and IDX folders with ``t10k-*`` files."""
+    labels: tuple[str, ...] | None = None
+    """The run's label map: label k means the k-th name (``--set data.labels=0,1,2``). Image-folder
+    parties name their labels by subfolder; each subfolder must be in the map (checked when a party
+    joins), so a label means the same at every party. None: a folder's sorted subfolder names (one
+    folder split among parties) or the source's own numeric labels; Flower parties with labelled
+    folders of their own need it (``flower local --party-data`` declares their union)."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source != "", "data.source", self.source,
@@ -69,6 +75,10 @@ class DataConfig:
             _positive_int("data.limit", self.limit)
         if self.test is not None:
             _positive_int("data.test", self.test)
+        if self.labels is not None:
+            self.labels = tuple(str(name) for name in self.labels)
+            _require(len(self.labels) > 0 and len(set(self.labels)) == len(self.labels) and all(self.labels),
+                     "data.labels", ",".join(self.labels), "must be distinct, non-empty label names")
 
 
 @dataclass
