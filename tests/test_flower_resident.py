@@ -192,7 +192,8 @@ def test_a_per_message_clientapp_finds_the_state_its_predecessor_saved_before_re
                     state=RecordDict(dict(context.state)), run_config={})
     first = _serve(app, request, kind, context)  # the previous message: its Context not pushed yet
     assert not first.has_error()
-    assert client.live_state_path(tmp_path / "node", RUN_ID, NODE_ID).is_file()
+    live = list((tmp_path / "node").rglob(f"flower-live/run-{RUN_ID}-node-{NODE_ID}.pt"))
+    assert len(live) == 1  # in the run's state folder under the node's state-dir
     from_stale = from_content(_serve(app, request, kind, stale).content)
     from_fresh = from_content(_serve(app, request, kind, context).content)
     assert isinstance(from_stale, p.Feedback) and isinstance(from_fresh, p.Feedback)
@@ -200,7 +201,7 @@ def test_a_per_message_clientapp_finds_the_state_its_predecessor_saved_before_re
     assert torch.equal(from_stale.logits, from_fresh.logits)
     assert from_stale.stats == from_fresh.stats
     # Without the file the stale Context would answer with the D of one message earlier.
-    client.live_state_path(tmp_path / "node", RUN_ID, NODE_ID).unlink()
+    live[0].unlink()
     monkeypatch.setattr(client, "PER_MESSAGE_PROCESS", False)
     from_stale_alone = from_content(_serve(app, request, kind, stale).content)
     assert isinstance(from_stale_alone, p.Feedback)

@@ -41,7 +41,7 @@ from flwr.common.constant import ErrorCode
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.party import Party
-from distgan.runtime.flower.node import NodeSettings, build_node_party
+from distgan.runtime.flower.node import NodeSettings, build_node_party, run_key_of
 from distgan.runtime.flower.records import envelope_of, from_content, to_content
 
 log = logging.getLogger("distgan.flower")
@@ -103,7 +103,7 @@ def _hello(content: RecordDict, context: Context, state_root: Path | None) -> Re
         raise p.ProtocolError(f"{HELLO} without session and config")
     session, config_json = str(record["session"]), str(record["config"])
     config = Config.from_dict(json.loads(config_json))
-    node = NodeSettings.from_node_config(dict(context.node_config), config, context.run_id, state_root)
+    node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
     # The greeting answers with the party's Description, saving deployment one round trip.
     description = party.handle(p.Describe())
@@ -131,7 +131,7 @@ def _serve(message: Message, context: Context, state_root: Path | None, keep_liv
     version = _version(session_record) + 1
     if PER_MESSAGE_PROCESS:  # durable before the reply leaves: see the module docstring
         config = Config.from_dict(json.loads(str(session_record["config"])))
-        node = NodeSettings.from_node_config(dict(context.node_config), config, context.run_id, state_root)
+        node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
         _write_live_state(live_state_path(node.state_root, context.run_id, context.node_id), session, version, party)
     _store(context, session, str(session_record["config"]), party, version)
     return to_content(reply, {"session": session, "party": party.party_id, "seconds": seconds})
@@ -173,7 +173,7 @@ def _restore(context: Context, state_root: Path | None, keep_live: bool) -> Part
         _live.move_to_end(key)
         return live.party
     config = Config.from_dict(json.loads(str(record["config"])))
-    node = NodeSettings.from_node_config(dict(context.node_config), config, context.run_id, state_root)
+    node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
     saved = _read_live_state(live_state_path(node.state_root, context.run_id, context.node_id), session)
     if saved is not None and saved[0] > version:  # the previous process's Context was not pushed yet

@@ -404,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
         command = args.supernode[1:] if args.supernode[:1] == ["--"] else args.supernode
         if not command:
             parser.error("node: give the flower-supernode command after --")
-        return run_node(args.runtime_api, args.root_certificates, command)
+        code = run_node(args.runtime_api, args.root_certificates, command)
+        if code < 0:  # the SuperNode died of a signal: so does this process (supervise.py reads it)
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+        return code
     if args.parent_pid is not None:
         from flwr.supercore.app_utils import start_parent_process_monitor
 
