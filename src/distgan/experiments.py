@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distgan import run_folder
 from distgan.checkpoint import atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook
-from distgan.plots import read_jsonl
 from distgan.presets import PRESETS
 from distgan.registry import Registry
 
@@ -308,7 +308,7 @@ def final_metrics(run_dir: Path) -> dict[str, float | None]:
     Runs on data without digit metrics (image folders) get None."""
     from distgan.metrics import MetricUnavailable, evaluate_run, read_metrics
 
-    last_round = max((record["round"] for record in read_jsonl(run_dir / "stats.jsonl")), default=0)
+    last_round = max((record["round"] for record in run_folder.read_stats(run_dir)), default=0)
     lines = read_metrics(run_dir)
     if lines and lines[-1]["round"] == last_round and "cfid" in lines[-1]["metrics"]:
         values = lines[-1]["metrics"]
@@ -413,7 +413,7 @@ def write_comparison_report(rows: Sequence[dict[str, Any]], out_dir: Path) -> Pa
     for row in sorted(rows, key=lambda r: r["seed"]):
         first_seed.setdefault((row["variant"], row["budget"]), row["run_dir"])
     try:  # run_dir is relative to the experiment folder (so the folder can move)
-        return write_report([out_dir / d for d in first_seed.values()], out_dir / "report.html")
+        return write_report([out_dir / d for d in first_seed.values()], out_dir / run_folder.REPORT)
     except (ReportError, OSError, ValueError) as error:
         log.warning("comparison report not written: %s", error)
         return None
@@ -432,7 +432,7 @@ def _finished_row(run_dir: Path, spec: RunSpec) -> dict[str, Any] | None:
         return None
     try:
         row = json.loads(path.read_text())
-        saved = Config.load(run_dir / "config.json")
+        saved = Config.load(run_dir / run_folder.CONFIG)
     except (ValueError, OSError):
         return None
     return row if saved.to_dict() == spec.config.to_dict() else None
@@ -441,7 +441,7 @@ def _finished_row(run_dir: Path, spec: RunSpec) -> dict[str, Any] | None:
 def _row(spec: RunSpec, run_dir: Path, coordinator: Coordinator, watch: TargetWatch | None,
          cpu_s: float) -> dict[str, Any]:
     config = coordinator.config
-    stats = read_jsonl(run_dir / "stats.jsonl")
+    stats = run_folder.read_stats(run_dir)
     g_losses = [record["g_loss"] for record in stats]
     tenth = max(1, len(g_losses) // 10)
     row: dict[str, Any] = {
