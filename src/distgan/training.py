@@ -17,6 +17,7 @@ from distgan.checkpoint import CheckpointError
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook
 from distgan.generator import GeneratorTrainer
+from distgan.health import CollapseDetector, stale_feedback_warning
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
 from distgan.plots import plot_losses
@@ -170,6 +171,8 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, parties: Pa
         run_folder.write_config(run_dir, config)
     setup_logging(run_dir, quiet, console)
     log.info("run folder: %s", run_dir)
+    if (stale := stale_feedback_warning(config)) is not None:
+        log.warning("%s", stale)
     try:
         coordinator = build_coordinator(config, run_dir, parties)
     except BaseException:
@@ -184,6 +187,7 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, parties: Pa
         if not resume:
             discard_unstarted_run(run_dir)
         raise
+    coordinator.hooks.append(CollapseDetector.for_run(config, run_dir))
     coordinator.hooks.extend(round_hooks)
     coordinator.handle_sigint = handle_sigint
     try:

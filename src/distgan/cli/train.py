@@ -42,9 +42,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"partition across parties: {', '.join(SPLITS.names())} (e.g. labels:0-4/5-9)")
     group.add_argument("--parties", type=positive_int, metavar="N", help="number of parties")
     group.add_argument("--model", help=f"model family: {', '.join(MODELS.names())}")
-    group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train")
+    group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train, the same unit on every runtime (train, flower local/app/simulate): "
+                            "each round is --local-steps D and G steps per party message, so G takes "
+                            "rounds x local-steps steps (x parties for round-robin)")
     group.add_argument("--local-steps", type=positive_int, metavar="N",
-                       help="D and G steps per party message (1 = the paper's per-batch algorithm)")
+                       help="D and G steps per party message (1 = the paper's per-batch algorithm; more makes "
+                            "avg-output, md-gan and round-robin train on stale feedback, a different "
+                            "algorithm that collapses at many steps)")
     group.add_argument("--batch-size", type=positive_int, metavar="N", help="samples per step")
     group.add_argument("--parties-per-round", type=positive_int, metavar="K",
                        help="sample K parties each round (default: all)")
