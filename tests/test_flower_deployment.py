@@ -53,9 +53,10 @@ def test_flower_local_with_tls_and_auth_trains_like_distgan_train(tmp_path):
                "--set", "model.latent_dim=16"]
     assert main(["flower", "local", *options, "--out", str(run_dir), "--quiet"]) == 0
 
+    run_id = (run_dir / "run-id").read_text().strip()
     for name in ("config.json", "log.txt", "stats.jsonl", "losses.png", "parties.json",
                  "samples/round-0000002.png", "checkpoints/round-0000002.json",
-                 "parties/party-0/round-0000002.json", "parties/party-1/round-0000002.json"):
+                 f"run-{run_id}/parties/party-0/round-0000002.json", f"run-{run_id}/parties/party-1/round-0000002.json"):
         assert (run_dir / name).is_file(), name
     logs = run_dir / "flower" / "logs"
     assert "--enable-supernode-auth" in (logs / "superlink.log").read_text()

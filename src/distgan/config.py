@@ -53,6 +53,12 @@ class DataConfig:
     """Side of the square images fed to the models; None takes the model's natural size."""
     limit: int | None = None
     """Use only the first N samples of the source (after a seeded shuffle); None uses all."""
+    labels: tuple[str, ...] | None = None
+    """The run's label map: label k means the k-th name (``--set data.labels=0,1,2``). Image-folder
+    parties name their labels by subfolder; each subfolder must be in the map (checked when a party
+    joins), so a label means the same at every party. None: a folder's sorted subfolder names (one
+    folder split among parties) or the source's own numeric labels; Flower parties with labelled
+    folders of their own need it (``flower local --party-data`` declares their union)."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source != "", "data.source", self.source,
@@ -62,6 +68,10 @@ class DataConfig:
             _positive_int("data.image_size", self.image_size)
         if self.limit is not None:
             _positive_int("data.limit", self.limit)
+        if self.labels is not None:
+            self.labels = tuple(str(name) for name in self.labels)
+            _require(len(self.labels) > 0 and len(set(self.labels)) == len(self.labels) and all(self.labels),
+                     "data.labels", ",".join(self.labels), "must be distinct, non-empty label names")
 
 
 @dataclass
