@@ -15,8 +15,10 @@ Per engine and party count it trains the same config for a few rounds and reads 
                    and every wall time above is an upper bound when it exceeds the core count
 
 Engines: ``in-process`` (``distgan train``), ``simulation`` (Ray), ``deployment`` (``distgan flower
-local``: SuperLink + one SuperNode per party, resident party processes), ``per-message``
-(the same with ``--clientapp per-message``: Flower starts a ``flwr-clientapp`` per message).
+local``: SuperLink + one SuperNode per party, resident party processes), ``deployment-poll`` (the
+same with ``DISTGAN_SUPERNODE_POLL`` = ``--supernode-poll``: the SuperNode's hard-coded 3 s / 0.5 s
+waits shortened, a run-time patch of Flower), ``per-message`` (``--clientapp per-message``: Flower
+starts a ``flwr-clientapp`` per message).
 
 Run: ``python benchmarks/flower_overhead.py [--parties 2] [--rounds 10] [--strategy round-robin]
 [--engines ...] [--local-steps N]``; prints a markdown table. The default round size is the
@@ -39,7 +41,7 @@ from distgan.config import Config, DataConfig, StrategyConfig, TrainConfig
 from distgan.runtime.flower.local import run_local
 from distgan.runtime.flower.simulation import RayResources, simulate
 
-ENGINES = ["in-process", "simulation", "deployment", "per-message"]
+ENGINES = ["in-process", "simulation", "deployment", "deployment-poll", "per-message"]
 
 
 def bench_config(parties: int, rounds: int, strategy: str, local_steps: int | None) -> Config:
@@ -52,7 +54,12 @@ def bench_config(parties: int, rounds: int, strategy: str, local_steps: int | No
     return config.with_overrides(overrides)
 
 
-def run_engine(engine: str, config: Config, run_dir: Path) -> float:
+def run_engine(engine: str, config: Config, run_dir: Path, supernode_poll: float) -> float:
+    from distgan.runtime.flower.resident import SUPERNODE_POLL_ENVIRONMENT
+
+    os.environ.pop(SUPERNODE_POLL_ENVIRONMENT, None)
+    if engine == "deployment-poll":
+        os.environ[SUPERNODE_POLL_ENVIRONMENT] = str(supernode_poll)
     started = time.perf_counter()
     if engine == "in-process":
         run_dir.mkdir(parents=True)
@@ -60,7 +67,7 @@ def run_engine(engine: str, config: Config, run_dir: Path) -> float:
     elif engine == "simulation":
         simulate(config, run_dir, RayResources(total_cpus=os.cpu_count()))
     else:
-        run_local(config, run_dir, echo=None, resident=engine == "deployment")
+        run_local(config, run_dir, echo=None, resident=engine != "per-message")
     return time.perf_counter() - started
 
 
@@ -90,6 +97,8 @@ def main() -> int:
     parser.add_argument("--strategy", default="round-robin")
     parser.add_argument("--local-steps", type=int, default=None, help="steps per round (default: the config's)")
     parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
+    parser.add_argument("--supernode-poll", type=float, default=0.1, metavar="S",
+                        help="the SuperNode's waits in the deployment-poll engine (default 0.1 s)")
     parser.add_argument("--out", type=Path, help="keep the run folders here (default: a temporary folder)")
     args = parser.parse_args()
     rows = []
@@ -100,7 +109,7 @@ def main() -> int:
             baseline = None
             for engine in args.engines:
                 run_dir = root / f"{engine}-{parties}p"
-                total = run_engine(engine, config, run_dir)
+                total = run_engine(engine, config, run_dir, args.supernode_poll)
                 row = summarize(engine, parties, config, run_dir, total, baseline)
                 if engine == "in-process":
                     baseline = float(row["round s"])  # type: ignore[arg-type]
