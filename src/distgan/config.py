@@ -181,6 +181,9 @@ class StrategyConfig:
     """avg-output / md-gan: weight each party's feedback by its data size."""
     swap_every: int = 10
     """md-gan: rounds between discriminator swaps among parties."""
+    swap_per_epoch: bool = False
+    """md-gan: swap once per epoch instead (MD-GAN's own rule, E = 1 local epoch): every
+    ceil(mean party size / batch size) rounds, from the parties' public sample counts."""
 
     def __post_init__(self) -> None:
         _fraction("strategy.upload_fraction", self.upload_fraction)
