@@ -23,6 +23,8 @@ Examples:
   distgan train
   distgan train --strategy avg-output --split one-label --parties 10
   distgan train --strategy server-d --split iid --set strategy.upload_fraction=0.05
+  distgan train --set strategy.switch=epoch --rounds 200   # Alg. 3 as written: G travels, one epoch per party
+  distgan train --strategy server-d --set strategy.fakes=party   # parties get G's weights, make their own fakes
   distgan train --data folder:/data/celeba --model dcgan --split iid
   distgan train --resume runs/00003-round-robin-2p
 """
@@ -49,7 +51,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"partition across parties: {', '.join(SPLITS.names())} (e.g. labels:0-4/5-9)")
     group.add_argument("--parties", type=positive_int, metavar="N", help="number of parties")
     group.add_argument("--model", help=f"model family: {', '.join(MODELS.names())}")
-    group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train")
+    group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train (strategy.switch=epoch: passes over every party's data)")
     group.add_argument("--local-steps", type=positive_int, metavar="N",
                        help="D and G steps per party message (1 = the paper's per-batch algorithm)")
     group.add_argument("--batch-size", type=positive_int, metavar="N", help="samples per step")
