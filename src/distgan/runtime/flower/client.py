@@ -32,7 +32,7 @@ from flwr.common.constant import ErrorCode
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.party import Party
-from distgan.runtime.flower.node import NodeSettings, build_node_party
+from distgan.runtime.flower.node import NodeSettings, build_node_party, run_key_of
 from distgan.runtime.flower.records import envelope_of, from_content, to_content
 
 log = logging.getLogger("distgan.flower")
@@ -94,7 +94,7 @@ def _hello(content: RecordDict, context: Context, state_root: Path | None) -> Re
         raise p.ProtocolError(f"{HELLO} without session and config")
     session, config_json = str(record["session"]), str(record["config"])
     config = Config.from_dict(json.loads(config_json))
-    node = NodeSettings.from_node_config(dict(context.node_config), config, context.run_id, state_root)
+    node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
     # The greeting answers with the party's Description, saving deployment one round trip.
     description = party.handle(p.Describe())
@@ -132,7 +132,7 @@ def _restore(context: Context, state_root: Path | None, keep_live: bool) -> Part
         _live.move_to_end(key)
         return live.party
     config = Config.from_dict(json.loads(str(record["config"])))
-    node = NodeSettings.from_node_config(dict(context.node_config), config, context.run_id, state_root)
+    node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
     arrays = context.state.array_records[PARTY_STATE_RECORD]
     tensors = {name: torch.from_numpy(np.array(array.numpy(), copy=True)) for name, array in arrays.items()}
