@@ -116,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.resume
         if args.dry_run:
             return _dry_run(config)
-        from distgan.checkpoint import atomic_write_text
+        from distgan import run_folder
 
-        atomic_write_text(run_dir / "config.json", config.to_json())
+        run_folder.write_config(run_dir, config)
         _train(config, run_dir, resume=True, quiet=args.quiet)
     else:
         config = config_from_args(args)
@@ -138,16 +138,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(config: Config, run_dir: Path, resume: bool, quiet: bool) -> None:
     """Train, turning a failed party or a failed write into one line that says what to do next."""
-    from distgan import training
+    from distgan import run_folder, training
     from distgan.runtime.base import PartyFailedError
 
     try:
         training.train(config, run_dir, resume=resume, quiet=quiet)
     except PartyFailedError as error:
-        hint = f"; --resume {run_dir} continues from the last checkpoint" if (run_dir / "checkpoints").is_dir() else ""
+        checkpointed = run_folder.checkpoint_dir(run_dir).is_dir()
+        hint = f"; --resume {run_dir} continues from the last checkpoint" if checkpointed else ""
         raise CommandError(f"the run stopped: {error}{hint}") from None
     except OSError as error:
-        if not (run_dir / "checkpoints").is_dir():
+        if not run_folder.checkpoint_dir(run_dir).is_dir():
             raise
         raise CommandError(f"{run_dir}: cannot write ({error}); the last complete checkpoint is kept: free space "
                            f"or fix the folder, then --resume {run_dir}") from None

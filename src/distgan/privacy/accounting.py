@@ -8,8 +8,9 @@ sigma, epsilon (if any) is only a budget. The ledger is an :class:`opacus.accoun
 that the party steps once per mechanism invocation and asks for epsilon spent; it refuses, before
 any privacy is spent, a request that would take the party over its budget.
 
-Planned steps: ``train.rounds x local_steps x MESSAGES_PER_ROUND`` mechanism invocations (with
-``strategy.switch=epoch`` one pass over the party's data, ``ceil(n / batch)``, instead of ``local_steps``), times
+Planned steps: ``train.rounds x local_steps`` mechanism invocations (one privacy-spending message per
+party and round; with ``strategy.switch=epoch`` one pass over the party's data, ``ceil(n / batch)``,
+instead of ``local_steps``), times
 ``train.d_steps`` for DP-SGD and the batch size for the gradient sanitizer (see
 :mod:`distgan.privacy.mechanisms`).
 """
@@ -30,9 +31,6 @@ from opacus.accountants.analysis import rdp as privacy_analysis
 from opacus.accountants.utils import get_noise_multiplier
 
 from distgan.config import Config
-
-MESSAGES_PER_ROUND: dict[str, int] = {}
-"""Messages that spend privacy per party and round, for strategies sending more than one (default 1)."""
 
 
 class PrivacyBudgetExhausted(RuntimeError):
@@ -78,7 +76,7 @@ def mechanism_steps_per_round(config: Config, mechanism: str, samples: int | Non
         if config.strategy.switch == "epoch":
             raise ValueError("strategy.switch=epoch: a party's steps per round depend on its sample count")
         samples = 0
-    return config.steps_per_visit(samples) * d_steps * MESSAGES_PER_ROUND.get(config.strategy.name, 1)
+    return config.steps_per_visit(samples) * d_steps
 
 
 def planned_mechanism_steps(config: Config, mechanism: str, samples: int | None = None) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from distgan import run_folder
 from distgan.config import Config
 from distgan.runtime.flower import FLOWER_ENVIRONMENT
 from distgan.runtime.flower.apps import write_app
@@ -356,13 +357,13 @@ def run_local(config: Config, run_dir: Path, party_data: list[str] | None = None
             nodes.append(federation.start_supernode(f"supernode-{j}", node_config, key, threads))
         app_dir = federation.work / "app"
         write_app(app_dir, config, run_dir, resume=resume, settings=settings)
-        follower = LogFollower(run_dir / "log.txt", echo)
+        follower = LogFollower(run_dir / run_folder.LOG, echo)
         if resume and follower.path.is_file():
             follower.offset = follower.path.stat().st_size
 
         def watch() -> None:
             follower()
-            if (run_dir / "stats.jsonl").exists():
+            if (run_dir / run_folder.STATS).exists():
                 return  # training runs: a node that dies now is the ServerApp's to handle
             for node in nodes:
                 if node.process.poll() is not None:
