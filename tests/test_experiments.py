@@ -165,6 +165,13 @@ def test_figures_run_the_papers_settings_beside_distgans_and_ablations_distgans_
     assert [s.config.strategy.server_update for s in rules] == ["max", "mean", "sum"]
     downloads = plan_runs(EXPERIMENTS.get("ablation-download"), [0], "quick")
     assert [s.config.strategy.download_fraction for s in downloads] == [None, 0.1, 1.0]
+    switch = plan_runs(EXPERIMENTS.get("ablation-switch"), [0], "quick")
+    # Equal G steps: per batch, 2 steps a round; per epoch, a round is one pass over both parties' shares
+    # (ceil(n_j / 128) steps each), so the budget rounds up to whole passes.
+    per_batch, per_epoch = switch
+    assert per_batch.config.train.rounds * generator_steps_per_round(per_batch.config) == 3000
+    epoch_steps = generator_steps_per_round(per_epoch.config)
+    assert epoch_steps > 2 * 15 and 3000 <= per_epoch.config.train.rounds * epoch_steps < 3000 + epoch_steps
     tricks = {s.variant: s.config for s in plan_runs(EXPERIMENTS.get("ablation-tricks"), [0], "quick")}
     assert tricks["no logit bound"].model.d_logit_bound is None and tricks["no G average"].train.g_average is None
 

@@ -71,7 +71,14 @@ class Budget:
 
 def generator_steps_per_round(config: Config) -> int:
     """G optimizer steps one round takes: round-robin steps once per party, every other strategy once
-    per round (fedgan and local-only: each party's local G, averaged or not), ``local_steps`` each."""
+    per round (fedgan and local-only: each party's local G, averaged or not), ``local_steps`` each.
+    Round-robin with ``strategy.switch=epoch``: one epoch of every party, ceil(n_j / batch) steps each
+    (the shares come from planning the run's data split)."""
+    if config.strategy.name == "round-robin" and config.strategy.switch == "epoch":
+        from distgan.assembly import plan_data
+
+        sizes = [len(index) for index in plan_data(config).shares.indices]
+        return sum(math.ceil(size / config.train.batch_size) for size in sizes)
     parties = 1 if config.strategy.name == "centralized" else config.data.parties
     per_round = parties if config.strategy.name == "round-robin" else 1
     if config.strategy.name == "round-robin" and config.train.parties_per_round is not None:
@@ -90,6 +97,8 @@ class Variant:
 
 # -- the two columns of every figure: the paper's model and algorithm, and distgan's defaults --------------
 PAPER_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    # Alg. 3 switches party once per epoch: G travels to each party for a pass over its data.
+    "round-robin": ("strategy.switch=epoch",),
     # Alg. 1 has no download step and its server keeps the biggest delta.
     "server-d": ("strategy.download_fraction=none", "strategy.server_update=max"),
     # FedGAN (Rasouli et al. 2020) weights parties by data share and synchronises every K >= 20 steps.
@@ -97,8 +106,8 @@ PAPER_ALGORITHMS: dict[str, tuple[str, ...]] = {
     # MD-GAN (Hardy et al. 2019) swaps discriminators once per local epoch.
     "md-gan": ("strategy.swap_per_epoch=true",),
 }
-"""Per strategy, the overrides that make it the algorithm as its paper states it (round-robin and
-avg-output: distgan's per-batch loops are the paper's Algs. 3 and 2 at ``local_steps=1``)."""
+"""Per strategy, the overrides that make it the algorithm as its paper states it (avg-output: distgan's
+per-batch loop is the paper's Alg. 2 at ``local_steps=1``)."""
 
 SETTINGS = ("paper", "distgan")
 """``paper``: the paper's model and training settings (the ``paper-mlp`` preset: Tables 1-2's MLP,
@@ -197,6 +206,12 @@ register(Experiment("ablation-server-rule", "fig2",
                     tuple(Variant(rule, (f"strategy.server_update={rule}",)) for rule in ("max", "mean", "sum")),
                     (_rounds(1500),), settings=("distgan",)),
          "server-d server rule: max, mean, sum")
+register(Experiment("ablation-switch", "fig6",
+                    "round-robin switching party every batch (distgan's default) vs every epoch (Alg. 3, G travels)",
+                    (Variant("per batch", ("strategy.switch=batch",)), Variant("per epoch (Alg. 3)", ("strategy.switch=epoch",))),
+                    (Budget("equal-steps", Limits(generator_steps=3000), Limits(generator_steps=10000)),),
+                    settings=("distgan",)),
+         "round-robin 0-4|5-9: party switched per batch vs per epoch, at equal generator steps")
 register(Experiment("ablation-tricks", "fig6",
                     "what each of distgan's model choices adds on round-robin 0-4|5-9 (all on vs one off)",
                     (Variant("all on (default)"),
