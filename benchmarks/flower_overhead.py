@@ -21,7 +21,7 @@ waits shortened, a run-time patch of Flower), ``per-message`` (``--clientapp per
 starts a ``flwr-clientapp`` per message).
 
 Run: ``python benchmarks/flower_overhead.py [--parties 2] [--rounds 10] [--strategy round-robin]
-[--engines ...] [--local-steps N]``; prints a markdown table. The default round size is the
+[--engines ...] [--local-steps N] [--set strategy.switch=epoch]``; prints a markdown table. The default round size is the
 config's (``train.local_steps``); weights-travelling strategies carry a whole epoch per message.
 """
 
@@ -44,14 +44,15 @@ from distgan.runtime.flower.simulation import RayResources, simulate
 ENGINES = ["in-process", "simulation", "deployment", "deployment-poll", "per-message"]
 
 
-def bench_config(parties: int, rounds: int, strategy: str, local_steps: int | None) -> Config:
+def bench_config(parties: int, rounds: int, strategy: str, local_steps: int | None,
+                 assignments: list[str]) -> Config:
     config = Config(data=DataConfig(source="fake:n=4000", split="iid", parties=parties),
                     train=TrainConfig(rounds=rounds), strategy=StrategyConfig(name=strategy))
     overrides = ["output.sample_every=100000", "output.checkpoint_every=100000", "output.log_every=1",
                  "output.eval_every=100000"]
     if local_steps is not None:
         overrides.append(f"train.local_steps={local_steps}")
-    return config.with_overrides(overrides)
+    return config.with_overrides(overrides + assignments)
 
 
 def run_engine(engine: str, config: Config, run_dir: Path, supernode_poll: float) -> float:
@@ -71,7 +72,7 @@ def run_engine(engine: str, config: Config, run_dir: Path, supernode_poll: float
     return time.perf_counter() - started
 
 
-def summarize(engine: str, parties: int, config: Config, run_dir: Path, total_s: float,
+def summarize(engine: str, parties: int, variant: str, config: Config, run_dir: Path, total_s: float,
               baseline: float | None) -> dict[str, object]:
     records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     round_s = sum(r["seconds"] for r in records) / len(records)
@@ -79,7 +80,7 @@ def summarize(engine: str, parties: int, config: Config, run_dir: Path, total_s:
     exchanges = sum(r.get("exchanges", 0.0) for r in records)
     exchange_s = sum(r.get("overhead_s", 0.0) + r.get("party_compute_s", 0.0) for r in records)
     remote = engine != "in-process"
-    return {"engine": engine, "parties": parties, "local steps": config.train.local_steps,
+    return {"engine": engine, "parties": parties, "variant": variant or "-", "local steps": config.train.local_steps,
             "MB/round": round(sum(r["bytes_down"] + r["bytes_up"] for r in records) / len(records) / 1e6, 2),
             "round s": round(round_s, 3),
             "msg s": round(exchange_s / exchanges, 3) if remote and exchanges else "-",
@@ -99,18 +100,20 @@ def main() -> int:
     parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
     parser.add_argument("--supernode-poll", type=float, default=0.1, metavar="S",
                         help="the SuperNode's waits in the deployment-poll engine (default 0.1 s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. strategy.switch=epoch (weights-travelling round-robin)")
     parser.add_argument("--out", type=Path, help="keep the run folders here (default: a temporary folder)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
         for parties in args.parties:
-            config = bench_config(parties, args.rounds, args.strategy, args.local_steps)
+            config = bench_config(parties, args.rounds, args.strategy, args.local_steps, args.set)
             baseline = None
             for engine in args.engines:
                 run_dir = root / f"{engine}-{parties}p"
                 total = run_engine(engine, config, run_dir, args.supernode_poll)
-                row = summarize(engine, parties, config, run_dir, total, baseline)
+                row = summarize(engine, parties, " ".join(args.set), config, run_dir, total, baseline)
                 if engine == "in-process":
                     baseline = float(row["round s"])  # type: ignore[arg-type]
                 rows.append(row)
