@@ -14,9 +14,10 @@ import torch
 from distgan.assembly import plan_data
 from distgan.cli import main
 from distgan.config import Config, DataConfig, RuntimeConfig
-from distgan.data.splits import TEST_SPLIT_KEY, split_source, stratified_draw
+from distgan.data.splits import split_source, stratified_draw
 from distgan.metrics.base import PartyLabels
 from distgan.metrics.reference import digit_split
+from distgan.run_folder import TEST_SPLIT as TEST_SPLIT_KEY
 from distgan.training import train
 
 SPLITS = [  # (split, parties, limit): every split kind, and data.limit

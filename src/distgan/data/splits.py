@@ -28,8 +28,6 @@ from distgan.data.sources import LabelledImages, load_source, natural_test_part
 TEST_SPLIT_SEED = 20261202
 """Seed of the stratified test draw; changing it invalidates the shipped evaluators' guarantee that
 they never trained on a test sample."""
-TEST_SPLIT_KEY = "test"
-"""The key of ``parties.json`` that states the test split (every other key is a party number)."""
 FIXED_TEST_SIZES = {"mnist": 1000}
 """Sources (exact spec) whose test split is a fixed stratified draw of this many samples."""
 

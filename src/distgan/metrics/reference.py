@@ -17,6 +17,7 @@ import torch
 
 from distgan.data import LabelledImages
 from distgan.data.splits import TEST_SPLIT_SEED, split_source
+from distgan.images import to_unit_range  # noqa: F401  (the metric modules import it from here)
 
 DIGIT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -41,6 +42,3 @@ def digit_split() -> DigitSplit:
                                                  name="mnist test split (reference)"))
 
 
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1], the range generators produce."""
-    return images.float().div(127.5).sub(1.0)
