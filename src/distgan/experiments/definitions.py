@@ -69,13 +69,10 @@ class Budget:
 
 
 def generator_steps_per_round(config: Config) -> int:
-    """G optimizer steps one round takes: round-robin steps once per party, every other strategy once
-    per round (fedgan and local-only: each party's local G, averaged or not), ``local_steps`` each."""
-    parties = 1 if config.strategy.name == "centralized" else config.data.parties
-    per_round = parties if config.strategy.name == "round-robin" else 1
-    if config.strategy.name == "round-robin" and config.train.parties_per_round is not None:
-        per_round = config.train.parties_per_round
-    return per_round * config.train.local_steps
+    """G optimizer steps one round takes, as the strategy class states it."""
+    from distgan.strategies import STRATEGIES
+
+    return STRATEGIES.get(config.strategy.name).generator_steps_per_round(config)
 
 
 # -- experiments ----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ SuperNodes; it only builds requests from :mod:`distgan.protocol` and reads repli
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -38,9 +39,45 @@ class StrategyContext:
 
 
 class Strategy(ABC):
+    """A strategy class states its facts in its own body (``check_facts`` refuses to register one that
+    does not), and everything else asks the class instead of keeping a table of strategy names:
+
+    * ``sends``: the request classes its rounds send (``Describe``/``SaveState``/``LoadState`` are the
+      platform's); from them, what its parties reveal (:meth:`feedback_only`), whether G learns from
+      per-step feedback (:meth:`learns_from_feedback`), whether its messages carry generated images;
+    * :meth:`generator_steps_per_round`: G optimizer steps one round takes (experiment budgets).
+    """
+
     name: ClassVar[str]
     pooled_data: ClassVar[bool] = False
     """True for the centralized baseline: the runtime builds one party holding all shares."""
+    sends: ClassVar[tuple[type[p.Message], ...]]
+    """The requests a round sends to parties."""
+
+    @classmethod
+    @abstractmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        """G optimizer steps one round of this strategy takes under ``config``."""
+
+    @classmethod
+    def replies(cls) -> tuple[type[p.Message], ...]:
+        """Every reply class its requests may get."""
+        return tuple({reply: None for request in cls.sends for reply in p.reply_types(request)})
+
+    @classmethod
+    def feedback_only(cls) -> bool:
+        """Parties reveal only statistics and feedback on generated images, never weights."""
+        return all(reply.reveals != "weights" for reply in cls.replies())
+
+    @classmethod
+    def learns_from_feedback(cls) -> bool:
+        """G steps on the parties' per-step feedback (``local_steps > 1`` makes it stale)."""
+        return any(reply is p.Feedback for reply in cls.replies())
+
+    @classmethod
+    def sends_fakes(cls) -> bool:
+        """Its requests carry generated images, per D step."""
+        return any("fakes" in {f.name for f in dataclasses.fields(request)} for request in cls.sends)  # type: ignore[arg-type]
 
     def __init__(self, context: StrategyContext) -> None:
         self.context = context
@@ -75,7 +112,21 @@ class Strategy(ABC):
         """Restore what :meth:`state_tensors` saved."""
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+def check_facts(strategy: type[Strategy]) -> None:
+    """A registered strategy states ``name``, ``sends`` and ``generator_steps_per_round`` in its own
+    body (inheriting them silently is how a subclass gets a parent's wrong budget)."""
+    own = vars(strategy)
+    missing = [fact for fact in ("name", "sends", "generator_steps_per_round") if fact not in own]
+    if missing:
+        raise TypeError(f"strategy class {strategy.__qualname__} must state {', '.join(missing)} in its own body; "
+                        "see distgan.strategies.base.Strategy")
+    for request in strategy.sends:
+        if getattr(request, "direction", None) != "down":
+            raise TypeError(f"{strategy.__qualname__}.sends: {request!r} is not a request class of distgan.protocol")
+        p.reply_types(request)
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", check=check_facts)
 
 
 def only(replies: dict[int, p.Message], kind: type[p.Message]) -> dict[int, p.Message]:

@@ -7,9 +7,10 @@ steps on D_j's feedback. With one step this is the usual GAN loop with D_j in th
 
 from __future__ import annotations
 
-from typing import cast
+from typing import ClassVar, cast
 
 from distgan import protocol as p
+from distgan.config import Config
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 
@@ -17,6 +18,12 @@ from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 @STRATEGIES.register("round-robin", "Alg. 3: G trains against each party's D in turn")
 class RoundRobin(Strategy):
     name = "round-robin"
+    sends: ClassVar[tuple[type[p.Message], ...]] = (p.TrainDiscriminator,)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        parties = config.train.parties_per_round if config.train.parties_per_round is not None else config.data.parties
+        return parties * config.train.local_steps  # G steps against each selected party's D in turn
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         stats: dict[int, p.DiscriminatorStats] = {}
@@ -39,3 +46,8 @@ class Centralized(RoundRobin):
 
     name = "centralized"
     pooled_data = True
+    sends: ClassVar[tuple[type[p.Message], ...]] = (p.TrainDiscriminator,)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        return config.train.local_steps  # one pooled party

@@ -31,6 +31,7 @@ import torch
 
 from distgan import protocol as p
 from distgan.checkpoint import prefixed, unprefixed
+from distgan.config import Config
 from distgan.party import build_discriminator, flat_parameters, set_flat_parameters
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
@@ -111,6 +112,11 @@ class DownloadSchedule:
 @STRATEGIES.register("server-d", "Alg. 1: parties upload D-weight deltas to a server D; G trains against it")
 class ServerDiscriminator(Strategy):
     name = "server-d"
+    sends = (p.TrainAndUpload,)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        return config.train.local_steps  # G steps against the server D
 
     def __init__(self, context: StrategyContext) -> None:
         super().__init__(context)
