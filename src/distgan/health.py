@@ -47,7 +47,7 @@ def stale_feedback_warning(config: Config) -> str | None:
     from distgan.strategies import STRATEGIES
 
     steps = config.train.local_steps  # G steps on per-step D feedback carried by the message: 1 is exact
-    if steps == 1 or not STRATEGIES.get(config.strategy.name).learns_from_feedback():
+    if steps == 1 or not STRATEGIES.get(config.strategy.name).learns_from_feedback(config):
         return None
     return (f"{config.strategy.name} with train.local_steps={steps}: every message carries {steps} D steps on "
             f"fakes made before it and {steps} G steps on that stale feedback, which is not the per-step "

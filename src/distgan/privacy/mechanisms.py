@@ -112,7 +112,7 @@ class PartyPrivacy(ABC):
     def _feedback(self, reply: p.Feedback) -> p.Feedback: ...
 
     @abstractmethod
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message: ...
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message: ...
 
     # -- checkpoints (the party's own storage) ------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -225,7 +225,7 @@ class DPSGDDiscriminator(PartyPrivacy):
     def _feedback(self, reply: p.Feedback) -> p.Feedback:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
 
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -268,7 +268,7 @@ class GradientSanitizer(PartyPrivacy):
         return dataclasses.replace(reply, stats=self._stats(reply.stats), logits=torch.zeros_like(reply.logits),
                                    input_gradients=(-2.0 * sanitized).float())
 
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
         raise PrivacyViolation(f"{self.owner}: the gradient-sanitizer mechanism leaves D without noise, so D's "
                                f"weights ({reply.kind}) must not leave the party; use privacy.mechanism=dp-sgd")
 
@@ -281,10 +281,11 @@ def resolve_mechanism(config: Config) -> str:
     mechanism = config.privacy.mechanism
     if mechanism == "auto":
         return "dp-sgd"
-    if mechanism == "gradient-sanitizer" and not STRATEGIES.get(config.strategy.name).feedback_only():
+    if mechanism == "gradient-sanitizer" and not STRATEGIES.get(config.strategy.name).feedback_only(config):
         suited = [name for name in STRATEGIES.names() if STRATEGIES.get(name).feedback_only()]
         raise ValueError(f"privacy.mechanism='gradient-sanitizer' does not cover strategy {config.strategy.name!r}, "
-                         f"whose parties send D weights; it suits {', '.join(suited)}. "
+                         f"whose parties send weights (D's, or G's trained against D); it suits {', '.join(suited)} "
+                         "(per batch). "
                          "Use privacy.mechanism=dp-sgd (or auto)")
     return mechanism
 

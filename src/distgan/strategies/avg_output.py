@@ -20,7 +20,10 @@ from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 @STRATEGIES.register("avg-output", "Alg. 2: G trains on the (weighted) mean of all parties' D outputs")
 class AverageOutput(Strategy):
     name = "avg-output"
-    sends: ClassVar[tuple[type[p.Message], ...]] = (p.TrainDiscriminator,)
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainDiscriminator,)
     combine: ClassVar[GeneratorLoss] = staticmethod(generator_loss)  # type: ignore[assignment]
     """How the parties' logits make G's loss: here the paper's mean of probabilities."""
 

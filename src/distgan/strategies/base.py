@@ -27,6 +27,9 @@ class RoundResult:
     g_loss: float
     party_stats: dict[int, p.DiscriminatorStats]
     extra: dict[str, float] = field(default_factory=dict)
+    g_steps: int | None = None
+    """G steps taken away from the platform this round (weights-travelling round-robin): G's average then
+    ticks once per step; None: once per round (:meth:`GeneratorTrainer.update_average`)."""
 
 
 @dataclass
@@ -42,17 +45,23 @@ class Strategy(ABC):
     """A strategy class states its facts in its own body (``check_facts`` refuses to register one that
     does not), and everything else asks the class instead of keeping a table of strategy names:
 
-    * ``sends``: the request classes its rounds send (``Describe``/``SaveState``/``LoadState`` are the
-      platform's); from them, what its parties reveal (:meth:`feedback_only`), whether G learns from
-      per-step feedback (:meth:`learns_from_feedback`), whether its messages carry generated images;
+    * :meth:`sends`: the request classes its rounds send under a config (``Describe``, ``SaveState`` and
+      ``LoadState`` are the platform's); from them and their replies' facts (``protocol.Message``):
+      what its parties reveal (:meth:`feedback_only`), whether G learns from per-step feedback
+      (:meth:`learns_from_feedback`), whether its messages carry generated images (:meth:`sends_fakes`);
     * :meth:`generator_steps_per_round`: G optimizer steps one round takes (experiment budgets).
+
+    The derived facts take the run's config (``None``: the strategy's defaults).
     """
 
     name: ClassVar[str]
     pooled_data: ClassVar[bool] = False
     """True for the centralized baseline: the runtime builds one party holding all shares."""
-    sends: ClassVar[tuple[type[p.Message], ...]]
-    """The requests a round sends to parties."""
+
+    @classmethod
+    @abstractmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        """The requests a round of this strategy sends to parties under ``config``."""
 
     @classmethod
     @abstractmethod
@@ -60,24 +69,34 @@ class Strategy(ABC):
         """G optimizer steps one round of this strategy takes under ``config``."""
 
     @classmethod
-    def replies(cls) -> tuple[type[p.Message], ...]:
+    def _config(cls, config: Config | None) -> Config:
+        if config is not None:
+            return config
+        default = Config()
+        default.strategy.name = cls.name
+        return default
+
+    @classmethod
+    def replies(cls, config: Config | None = None) -> tuple[type[p.Message], ...]:
         """Every reply class its requests may get."""
-        return tuple({reply: None for request in cls.sends for reply in p.reply_types(request)})
+        requests = cls.sends(cls._config(config))
+        return tuple({reply: None for request in requests for reply in p.reply_types(request)})
 
     @classmethod
-    def feedback_only(cls) -> bool:
+    def feedback_only(cls, config: Config | None = None) -> bool:
         """Parties reveal only statistics and feedback on generated images, never weights."""
-        return all(reply.reveals != "weights" for reply in cls.replies())
+        return all(reply.reveals != "weights" for reply in cls.replies(config))
 
     @classmethod
-    def learns_from_feedback(cls) -> bool:
+    def learns_from_feedback(cls, config: Config | None = None) -> bool:
         """G steps on the parties' per-step feedback (``local_steps > 1`` makes it stale)."""
-        return any(reply is p.Feedback for reply in cls.replies())
+        return any(reply is p.Feedback for reply in cls.replies(config))
 
     @classmethod
-    def sends_fakes(cls) -> bool:
-        """Its requests carry generated images, per D step."""
-        return any("fakes" in {f.name for f in dataclasses.fields(request)} for request in cls.sends)  # type: ignore[arg-type]
+    def sends_fakes(cls, config: Config | None = None) -> bool:
+        """Its requests carry generated images, a batch per D step (message size grows with the steps)."""
+        return any("fakes" in {f.name for f in dataclasses.fields(request)}  # type: ignore[arg-type]
+                   for request in cls.sends(cls._config(config)))
 
     def __init__(self, context: StrategyContext) -> None:
         self.context = context
@@ -120,7 +139,7 @@ def check_facts(strategy: type[Strategy]) -> None:
     if missing:
         raise TypeError(f"strategy class {strategy.__qualname__} must state {', '.join(missing)} in its own body; "
                         "see distgan.strategies.base.Strategy")
-    for request in strategy.sends:
+    for request in strategy.sends(strategy._config(None)):
         if getattr(request, "direction", None) != "down":
             raise TypeError(f"{strategy.__qualname__}.sends: {request!r} is not a request class of distgan.protocol")
         p.reply_types(request)

@@ -27,7 +27,10 @@ from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyC
 @STRATEGIES.register("fedgan", "baseline (Rasouli et al. 2020): parties train G and D locally; both averaged")
 class FedGAN(Strategy):
     name = "fedgan"
-    sends = (p.TrainLocalGAN,)
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainLocalGAN,)
 
     @classmethod
     def generator_steps_per_round(cls, config: Config) -> int:

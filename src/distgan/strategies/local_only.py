@@ -29,7 +29,10 @@ REPORTED_PARTY = 0
 @STRATEGIES.register("local-only", "baseline: each party trains its own GAN alone; output is party 0's G")
 class LocalOnly(Strategy):
     name = "local-only"
-    sends = (p.TrainLocalGAN,)
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainLocalGAN,)
 
     @classmethod
     def generator_steps_per_round(cls, config: Config) -> int:

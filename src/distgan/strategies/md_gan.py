@@ -48,7 +48,10 @@ class MDGAN(AverageOutput):
 
     name = "md-gan"
     combine = staticmethod(mean_of_generator_losses)  # type: ignore[assignment]
-    sends = (p.TrainDiscriminator, p.ExportDiscriminator, p.ImportDiscriminator)
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainDiscriminator, p.ExportDiscriminator, p.ImportDiscriminator)
 
     @classmethod
     def generator_steps_per_round(cls, config: Config) -> int:

@@ -36,7 +36,7 @@ def check_message_budget(config: Config, image_shape: tuple[int, int, int]) -> N
     send weights, fedgan and local-only, send the same bytes whatever the steps)."""
     from distgan.strategies import STRATEGIES
 
-    if not STRATEGIES.get(config.strategy.name).sends_fakes():  # a batch of generated images per step
+    if not STRATEGIES.get(config.strategy.name).sends_fakes(config):  # a batch of generated images per step
         return
     size = message_bytes(config, image_shape)
     if size > MESSAGE_BUDGET_BYTES:
