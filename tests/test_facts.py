@@ -90,9 +90,11 @@ def test_stated_facts_match_what_a_round_does(name: str, options: dict[str, obje
     sent = {type(request) for _, request, _ in run.log} - set(PLATFORM_REQUESTS)
     assert sent == stated, f"{name} sent {sent}, states {stated}"
     assert {type(reply) for _, _, reply in run.log} <= set(strategy.replies(config))
-    if options:  # steps per round depend on the parties' data here (a pass over it): not from config alone
-        return
     steps = strategy.generator_steps_per_round(config)
+    travelled = [reply.g_steps for _, _, reply in run.log if isinstance(reply, p.GeneratorReply)]
+    if travelled:  # G's weights travel: the parties report the steps they took
+        assert sum(travelled) == 2 * steps
+        return
     optimizer = run.coordinator.trainer.optimizer
     platform_steps = max((int(state["step"]) for state in optimizer.state.values()), default=0)
     if platform_steps:  # G trains on the platform

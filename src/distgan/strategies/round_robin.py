@@ -22,6 +22,7 @@ saw G's samples). The party's latents come from its own seeded stream.
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 from distgan import protocol as p
@@ -40,10 +41,10 @@ class RoundRobin(Strategy):
 
     @classmethod
     def generator_steps_per_round(cls, config: Config) -> int:
+        if config.strategy.switch == "epoch":  # one pass over every party's data: ceil(n_j / batch) G steps each
+            return sum(math.ceil(size / config.train.batch_size) for size in _share_sizes(config))
         parties = config.train.parties_per_round if config.train.parties_per_round is not None else config.data.parties
-        # G steps against each selected party's D in turn. With strategy.switch=epoch a visit is a pass over
-        # the party's data (ceil(n_j / batch) steps): not known from the config; this counts one step per party.
-        return parties * config.train.local_steps
+        return parties * config.train.local_steps  # G steps against each selected party's D in turn
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         if self.config.strategy.switch == "epoch":
@@ -92,4 +93,13 @@ class Centralized(RoundRobin):
 
     @classmethod
     def generator_steps_per_round(cls, config: Config) -> int:
+        if config.strategy.switch == "epoch":  # one pass over the pooled data
+            return math.ceil(sum(_share_sizes(config)) / config.train.batch_size)
         return config.train.local_steps  # one pooled party
+
+
+def _share_sizes(config: Config) -> list[int]:
+    """Samples of each party under the run's split (planned from the config, as the runtime does)."""
+    from distgan.assembly import plan_data
+
+    return [len(index) for index in plan_data(config).shares.indices]
