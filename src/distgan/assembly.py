@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from distgan import run_folder
 from distgan.config import Config
 from distgan.data import LabelledImages, Partition, load_source, partition
 from distgan.data.sources import apply_label_map
@@ -79,5 +80,5 @@ def build_party(config: Config, plan: DataPlan, party_id: int, run_dir: Path, po
 
         privacy = build_party_privacy(config, party_id, len(share))
     return Party(party_id, share, make_factory(config, plan), config.train, config.runtime.seed,
-                 state_dir=run_dir / "parties" / f"party-{party_id}",
+                 state_dir=run_folder.party_state_dir(run_dir, party_id),
                  device=resolve_device(config.runtime.device), num_labels=plan.num_labels, privacy=privacy)

@@ -84,6 +84,13 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return FlowerSettings(reply_timeout_s=reply, discovery_timeout_s=discovery)
 
 
+def _clientapp_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument("--clientapp", choices=["resident", "per-message"], default="resident",
+                       help="resident: one party process per run on each SuperNode keeps the party in memory "
+                            "(flwr 1.42's task API; other Flower versions fall back, with a log line); "
+                            "per-message: Flower starts a ClientApp process for every message (default resident)")
+
+
 def _run_options(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     out = parser.add_argument_group("output")
@@ -172,6 +179,7 @@ def _configure_local(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--insecure", action="store_true",
                        help="no TLS and no SuperNode authentication (default: both on)")
     group.add_argument("--quiet", action="store_true", help="no progress lines (log.txt keeps them)")
+    _clientapp_option(group)
 
 
 @action("local", "train on a SuperLink and one SuperNode per party on this machine (TLS, node auth)",
@@ -184,7 +192,8 @@ def _local(args: argparse.Namespace) -> int:
           f"{config.train.local_steps} local steps; run folder {run_dir}", file=sys.stderr)
     try:
         record = run_local(config, run_dir, args.party_data, secure=not args.insecure, resume=resume,
-                           settings=_settings(args), echo=None if args.quiet else sys.stderr)
+                           settings=_settings(args), echo=None if args.quiet else sys.stderr,
+                           resident=args.clientapp == "resident")
     except FlowerLaunchError as error:
         print(f"distgan flower local: {error}", file=sys.stderr)
         return 1
@@ -351,6 +360,7 @@ def _configure_supernode(parser: argparse.ArgumentParser) -> None:
                         help="where the party keeps its checkpoints (default: the system temp folder)")
     parser.add_argument("--port", type=positive_int, default=9094,
                         help="port of this node's local ClientApp API (default 9094; one per node on a host)")
+    _clientapp_option(parser)
 
 
 @action("supernode", "start one party's SuperNode with its own data: a quick restart rejoins (a refused "
@@ -373,6 +383,10 @@ def _supernode(args: argparse.Namespace) -> int:
         raise CommandError("give --ca CA_CERT (TLS) or, for a test, --insecure")
     if args.key is not None:
         command += ["--auth-supernode-private-key", str(args.key)]
+    if args.clientapp == "resident":
+        from distgan.runtime.flower.resident import resident_supernode_command
+
+        command = resident_supernode_command(command, f"127.0.0.1:{args.port}")
     from distgan.runtime.flower import FLOWER_ENVIRONMENT
     from distgan.runtime.flower.supervise import supervise
 

@@ -27,7 +27,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from distgan import training
+from distgan import run_folder, training
 from distgan.checkpoint import atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator
@@ -66,7 +66,7 @@ class ServerRun:
 
 def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coordinator:
     """Train one run with parties behind ``grid``: ``distgan train``'s steps, Flower's transport."""
-    if not run.resume and (run.run_dir / "config.json").exists():
+    if not run.resume and (run.run_dir / run_folder.CONFIG).exists():
         raise training.RunFolderError(f"{run.run_dir}: holds a run already; set resume=true to continue it "
                                       "or choose a new run-dir")
     run.run_dir.mkdir(parents=True, exist_ok=True)
