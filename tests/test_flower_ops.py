@@ -51,6 +51,8 @@ def test_stale_feedback_is_named_with_its_measured_consequence():
     warning = stale_feedback_warning(config)
     assert warning is not None and "local_steps=334" in warning and "cfid ~414" in warning
     assert stale_feedback_warning(tiny_config("fedgan", train__local_steps=334)) is None
+    # weights-travelling round-robin (switch=epoch) takes coarse rounds naturally
+    assert stale_feedback_warning(tiny_config("round-robin", train__local_steps=334, strategy__switch="epoch")) is None
 
 
 def record(round_number: int, real: float, fake: float, g_loss: float) -> dict:
