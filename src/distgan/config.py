@@ -185,6 +185,9 @@ class StrategyConfig:
     """avg-output / md-gan: weight each party's feedback by its data size."""
     swap_every: int = 10
     """md-gan: rounds between discriminator swaps among parties."""
+    swap_per_epoch: bool = False
+    """md-gan: swap once per epoch instead (MD-GAN's own rule, E = 1 local epoch): every
+    ceil(mean party size / batch size) rounds, from the parties' public sample counts."""
     switch: str = "batch"
     """round-robin / centralized: when G moves on to the next party. ``batch``: after every batch (G stays on
     the platform; fakes go down, D's feedback comes up). ``epoch``: the paper's Alg. 3 -- G's weights and Adam
