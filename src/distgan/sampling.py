@@ -11,6 +11,7 @@ from distgan.checkpoint import CheckpointError, load_checkpoint, unprefixed
 from distgan.config import Config
 from distgan.coordinator import checkpoint_stems
 from distgan.models import build_models
+from distgan.models.conditional import generated_labels, label_conditional
 
 
 def load_generator(run_dir: Path, round_number: int | None = None) -> tuple[nn.Module, Config, int]:
@@ -30,13 +31,24 @@ def load_generator(run_dir: Path, round_number: int | None = None) -> tuple[nn.M
         except CheckpointError as error:
             errors.append(str(error))
             continue
-        factory = build_models(config.model, tuple(meta["image_shape"]))  # type: ignore[arg-type]
-        generator = factory.generator()
         prefix = "sampler" if any(k.startswith("sampler/") for k in tensors) else "generator"
-        generator.load_state_dict(unprefixed(prefix, tensors))
+        weights = unprefixed(prefix, tensors)
+        image_shape = tuple(meta["image_shape"])
+        factory = build_models(config.model, image_shape) if "label_weights" not in weights else \
+            label_conditional(config.model, image_shape, len(weights["label_weights"]))  # type: ignore[arg-type]
+        generator = factory.generator()
+        generator.load_state_dict(weights)
         generator.eval()
         return generator, config, int(meta["round"])
     raise CheckpointError(f"{run_dir}: no usable checkpoint ({'; '.join(errors) or 'none written yet'})")
+
+
+@torch.no_grad()
+def generate_labelled(generator: nn.Module, count: int, seed: int, latent_dim: int,
+                      chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`generate`'s images and, for a label-conditional G, the label of each (else None)."""
+    latents = torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed))
+    return generate(generator, count, seed, latent_dim, chunk), generated_labels(generator, latents)
 
 
 @torch.no_grad()

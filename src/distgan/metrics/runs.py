@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from distgan.models.conditional import generated_labels
 from distgan.metrics.base import (
     METRICS,
     EvalContext,
@@ -131,11 +132,16 @@ class RunMetrics:
         coordinator = self.coordinator
         latent_dim = coordinator.trainer.factory.latent_dim
 
-        def sample(count: int, seed: int) -> torch.Tensor:
-            latents = torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed))
-            return coordinator.trainer.sample(latents, coordinator.strategy.sampling_generator())
+        def latents(count: int, seed: int) -> torch.Tensor:
+            return torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed))
 
-        return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings)
+        def sample(count: int, seed: int) -> torch.Tensor:
+            return coordinator.trainer.sample(latents(count, seed), coordinator.strategy.sampling_generator())
+
+        def labels(count: int, seed: int) -> torch.Tensor | None:
+            return generated_labels(coordinator.strategy.sampling_generator(), latents(count, seed))
+
+        return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings, labels)
 
     def measure(self, names: list[str]) -> MetricValues:
         started = time.perf_counter()
@@ -188,11 +194,14 @@ def evaluate_run(run_dir: Path, round_number: int | None = None, names: list[str
     if not chosen:
         raise MetricUnavailable(no_metrics_note(config, image_shape))  # type: ignore[arg-type]
 
-    def sample(count: int, seed: int) -> torch.Tensor:  # the latents of training-time metrics
-        rng = torch.Generator().manual_seed(seed)
-        latents = torch.randn(count, config.model.latent_dim, generator=rng)
-        with torch.no_grad():
-            return torch.cat([generator(part.to(settings.device)).float().cpu() for part in latents.split(500)])
+    def latents(count: int, seed: int) -> torch.Tensor:  # the latents of training-time metrics
+        return torch.randn(count, config.model.latent_dim, generator=torch.Generator().manual_seed(seed))
 
-    context = EvalContext(sample, image_shape, parties_of(run_dir), settings)  # type: ignore[arg-type]
+    def sample(count: int, seed: int) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([generator(part.to(settings.device)).float().cpu()
+                              for part in latents(count, seed).split(500)])
+
+    context = EvalContext(sample, image_shape, parties_of(run_dir), settings,  # type: ignore[arg-type]
+                          lambda count, seed: generated_labels(generator, latents(count, seed)))
     return found_round, compute_metrics(context, chosen)

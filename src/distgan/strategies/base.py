@@ -41,6 +41,8 @@ class Strategy(ABC):
     name: ClassVar[str]
     pooled_data: ClassVar[bool] = False
     """True for the centralized baseline: the runtime builds one party holding all shares."""
+    label_conditional: ClassVar[bool] = False
+    """True when the strategy trains a label-conditional G (:mod:`distgan.models.conditional`)."""
 
     def __init__(self, context: StrategyContext) -> None:
         self.context = context
