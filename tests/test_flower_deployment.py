@@ -46,7 +46,9 @@ def stats(run_dir: Path) -> list[dict]:
 
 def test_flower_local_with_tls_and_auth_trains_like_distgan_train(tmp_path):
     run_dir = tmp_path / "flower-run"
-    options = ["--parties", "2", "--rounds", "2", "--local-steps", "2", "--strategy", "avg-output",
+    # No --local-steps: --rounds means the same G steps as in distgan train, and avg-output keeps its
+    # per-step algorithm on Flower (the same losses as in this process).
+    options = ["--parties", "2", "--rounds", "2", "--strategy", "avg-output",
                "--data", "fake:n=240", "--split", "iid", "--batch-size", "8", "--set", "model.hidden=32",
                "--set", "model.latent_dim=16"]
     assert main(["flower", "local", *options, "--out", str(run_dir), "--quiet"]) == 0
@@ -67,6 +69,8 @@ def test_flower_local_with_tls_and_auth_trains_like_distgan_train(tmp_path):
     # ClientApp processes Flower started for every message.
     local_dir = tmp_path / "local-run"
     assert main(["train", *options, "--out", str(local_dir), "--quiet"]) == 0
+    flower_config, local_config = (json.loads((d / "config.json").read_text()) for d in (run_dir, local_dir))
+    assert flower_config["train"] == local_config["train"]
     for flower_round, local_round in zip(stats(run_dir), stats(local_dir), strict=True):
         assert math.isclose(flower_round["g_loss"], local_round["g_loss"], rel_tol=1e-4, abs_tol=1e-5)
         for party, values in local_round["parties"].items():

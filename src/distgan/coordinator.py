@@ -92,6 +92,8 @@ class Coordinator:
         self.interrupted = False
         """Ctrl-C arrived: the run stopped after the round it was in, with a checkpoint."""
         self._round_in_progress = False
+        self.handle_sigint = True
+        """Install the finish-the-round Ctrl-C handler while rounds run (off when embedded in a notebook)."""
         self.budget_monitor = BudgetMonitor(config) if config.privacy.enabled else None
         if self.budget_monitor is not None:
             self.hooks.append(self.budget_monitor)
@@ -170,7 +172,7 @@ class Coordinator:
     @contextmanager
     def _finish_round_on_interrupt(self) -> Iterator[None]:
         """While rounds run, the first Ctrl-C asks for a clean stop after the current round."""
-        if threading.current_thread() is not threading.main_thread():
+        if not self.handle_sigint or threading.current_thread() is not threading.main_thread():
             yield  # signal handlers live in the main thread only (a runtime may run us elsewhere)
             return
 

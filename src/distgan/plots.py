@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from distgan.checkpoint import atomic_write_bytes  # noqa: E402
+from distgan.checkpoint import atomic_write_bytes
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -229,6 +229,7 @@ th { background: #f4f4f4; } tr.differs td { background: #fff6d5; }
 figure { margin: 0; text-align: center; font-size: 12px; }
 img.grid { width: 170px; image-rendering: pixelated; border: 1px solid #ccc; }
 .note { color: #666; font-size: 12px; }
+.collapsed { color: #fff; background: #c0392b; padding: 8px 12px; font-weight: bold; }
 """
 
 # Marks the page as checked once every embedded image has decoded (the test reads it via --dump-dom).
@@ -397,6 +398,19 @@ def traffic_section(runs: list[RunData]) -> str:
     return f"<h2>Bytes per round</h2><div class='row'><figure>{_img(bytes_figure(runs), 'bytes per round')}</figure></div>"
 
 
+def health_section(runs: list[RunData]) -> str:
+    """A red banner for every run whose generator collapsed (``health.json``, see distgan.health)."""
+    from distgan.health import read_health
+
+    banners = []
+    for run in runs:
+        health = read_health(run.path)
+        if health is not None and health.get("collapsed"):
+            banners.append(f"<p class='collapsed'>{html.escape(run.name)}: TRAINING COLLAPSED at round "
+                           f"{html.escape(str(health.get('round')))}: {html.escape(str(health.get('reason')))}</p>")
+    return "".join(banners)
+
+
 def render(runs: list[RunData]) -> str:
     if not runs:
         raise ReportError("no runs to report")
@@ -405,7 +419,7 @@ def render(runs: list[RunData]) -> str:
     body = "".join([
         (f"<h1>{html.escape(title)}</h1><p class='note'>written {stamp}; folders: "
          f"{html.escape(', '.join(str(run.path) for run in runs))}</p>"),
-        metrics_section(runs), labels_section(runs), audit_section(runs), samples_section(runs), curves_section(runs),
+        health_section(runs), metrics_section(runs), labels_section(runs), audit_section(runs), samples_section(runs), curves_section(runs),
         losses_section(runs), traffic_section(runs), config_section(runs)])
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{body}{CHECK_SCRIPT}</body></html>")

@@ -17,6 +17,7 @@ from distgan.checkpoint import CheckpointError, atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook, checkpoint_stems
 from distgan.generator import GeneratorTrainer
+from distgan.health import CollapseDetector, stale_feedback_warning
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
 from distgan.models.conditional import label_conditional
@@ -82,7 +83,11 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def setup_logging(run_dir: Path, quiet: bool = False) -> None:
+def setup_logging(run_dir: Path, quiet: bool = False, console: bool = True) -> None:
+    """``log.txt`` in the run folder gets the ``distgan`` logger's lines. ``console`` (the CLI's
+    setting): progress lines on the terminal too, unless ``quiet``, and the logger stops propagating
+    so a host's root handlers do not print them twice. ``console=False`` (a notebook, the Python
+    API) leaves propagation to the host's logging setup."""
     logger = logging.getLogger("distgan")
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):
@@ -92,14 +97,15 @@ def setup_logging(run_dir: Path, quiet: bool = False) -> None:
     file_handler = logging.FileHandler(run_dir / "log.txt")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [file_handler]
-    if not quiet:
-        console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter("%(message)s"))
-        handlers.append(console)
+    if console and not quiet:
+        terminal = logging.StreamHandler()
+        terminal.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(terminal)
     for handler in handlers:
         handler._distgan = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-    logger.propagate = False
+    if console:
+        logger.propagate = False
 
 
 def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = None) -> Coordinator:
@@ -158,14 +164,32 @@ def described_image_shape(descriptions: dict[int, p.Message]) -> tuple[int, int,
 
 
 def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
-          parties: Parties | None = None, round_hooks: Sequence[RoundHook] = ()) -> Coordinator:
+          parties: Parties | None = None, round_hooks: Sequence[RoundHook] = (), *,
+          embedded: bool = False) -> Coordinator:
     """Run (or continue) training in ``run_dir``; the caller has checked the folder. ``parties``
     from another runtime (Flower's ServerApp passes its own, and a hook adding its message
-    overhead to each round's stats); None builds the local runtime."""
+    overhead to each round's stats); None builds the local runtime.
+
+    ``embedded`` (the Python API, a notebook): no console handler and the ``distgan`` logger's
+    propagation left alone, torch's global RNG seeded only inside a fork that is restored
+    afterwards (same numbers as the CLI, no change to the host's RNG), and no SIGINT handler
+    (Ctrl-C / a kernel interrupt raises KeyboardInterrupt at once; the last checkpoint is kept)."""
+    if not embedded:
+        return _train(config, run_dir, resume, quiet, parties, round_hooks, handle_sigint=True, console=True)
+    device = resolve_device(config.runtime.device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        return _train(config, run_dir, resume, quiet, parties, round_hooks, handle_sigint=False, console=False)
+
+
+def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, parties: Parties | None,
+           round_hooks: Sequence[RoundHook], handle_sigint: bool, console: bool) -> Coordinator:
     if not resume:
         atomic_write_text(run_dir / "config.json", config.to_json())
-    setup_logging(run_dir, quiet)
+    setup_logging(run_dir, quiet, console)
     log.info("run folder: %s", run_dir)
+    if (stale := stale_feedback_warning(config)) is not None:
+        log.warning("%s", stale)
     try:
         coordinator = build_coordinator(config, run_dir, parties)
     except BaseException:
@@ -180,7 +204,9 @@ def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = Fal
         if not resume:
             discard_unstarted_run(run_dir)
         raise
+    coordinator.hooks.append(CollapseDetector.for_run(config, run_dir))
     coordinator.hooks.extend(round_hooks)
+    coordinator.handle_sigint = handle_sigint
     try:
         if resume and checkpoint_stems(coordinator.checkpoint_dir):
             restored = coordinator.restore_latest()

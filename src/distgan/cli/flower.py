@@ -36,9 +36,11 @@ Examples:
       --party 0 --parties 3 --data folder:/data/xrays
   distgan flower app --out app --run-dir runs/fed-1 --parties 3 --strategy avg-output
 
-Flower deployment (local, app) runs many D and G steps per message unless --local-steps or
-train.local_steps is set: as many as fit D_BUDGET MiB of generated images (MNIST at batch 64:
-668), with rounds and output cadences divided accordingly, so the total training is unchanged.
+--rounds means what it means in distgan train, on every runtime: rounds of --local-steps D and G
+steps per party message (G steps in all: rounds x local_steps, x parties for round-robin). Flower
+never packs more steps into a message: for avg-output, md-gan and round-robin that changes the
+algorithm (measured: avg-output at 334 steps per message collapses). A message may carry at most
+D_BUDGET MiB of generated images; a run whose messages would not fit is refused.
 """
 
 
@@ -89,29 +91,24 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     _transport_options(parser)
 
 
-def _explicit_fields(args: argparse.Namespace) -> frozenset[str]:
-    from distgan.cli.train import FLAG_FIELDS
-
-    named = {f"{section}.{name}" for flag, (section, name) in FLAG_FIELDS.items()
-             if getattr(args, flag, None) is not None}
-    return frozenset(named | {assignment.split("=", 1)[0] for assignment in args.set})
-
-
 def deployment_config(args: argparse.Namespace, party_data: list[str] | None = None) -> Config:
-    """The config of ``args``, with coarse rounds unless local_steps was set explicitly (sized by
-    the image shape of the data: the configured source, or the first party's own data)."""
-    from distgan.runtime.flower.coarse import coarse_rounds, deployment_local_steps
+    """The config of ``args``, as ``distgan train`` reads it (the same rounds, the same steps per
+    message), refused when its messages would not fit Flower's message budget (sized by the image
+    shape of the data: the configured source, or the first party's own data)."""
+    from distgan.runtime.flower.coarse import check_message_budget
 
     config = config_from_args(args)
-    explicit = _explicit_fields(args)
-    if "train.local_steps" in explicit or config.train.local_steps != 1:
-        return config
     try:
         image_shape = _image_shape(config, party_data[0] if party_data else None)
     except (ValueError, OSError) as error:
-        raise CommandError(f"cannot read the data here to size Flower's coarse rounds ({error}); "
-                           "pass --local-steps N") from None
-    return coarse_rounds(config, deployment_local_steps(image_shape, config.train.batch_size), keep=explicit)
+        if party_data:
+            raise CommandError(f"--party-data {party_data[0]}: {error}") from None
+        return config  # flower app: the data lives on the SuperNodes' hosts; they check it when they join
+    try:
+        check_message_budget(config, image_shape)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    return config
 
 
 def _image_shape(config: Config, party_source: str | None) -> tuple[int, int, int]:

@@ -72,7 +72,7 @@ def build_client_app(state_root: Path | None = None, keep_live: bool = True,
             else:
                 content = _serve(message, context, state_root, keep_live)
             return Message(content, reply_to=message)
-        except Exception as error:  # every failure becomes an error reply; the node lives on
+        except Exception as error:  # noqa: BLE001  every failure becomes an error reply; the node lives on
             _live.pop(key, None)  # the party may be half-updated: rebuild from the stored state
             reason = f"{type(error).__name__}: {error}"
             log.warning("node %d: %s failed: %s", context.node_id, message.metadata.message_type, reason)

@@ -24,13 +24,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from distgan.config import Config
 from distgan.runtime.flower import FLOWER_ENVIRONMENT
 from distgan.runtime.flower.apps import write_app
 from distgan.runtime.flower.parties import FlowerSettings
 from distgan.runtime.flower.tls import NodeKey, ServerCertificates, make_node_key, make_server_certificates
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 HOST = "127.0.0.1"
 CONNECTION = "distgan-local"
@@ -140,7 +143,7 @@ class LocalFederation:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 item.process.wait(timeout=5)
 
-    def __enter__(self) -> LocalFederation:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -163,6 +163,11 @@ class FlowerParties(Parties):
                 time.sleep(self.settings.poll_interval_s if pending else 0.5)
         return mapping
 
+    @property
+    def descriptions(self) -> dict[int, p.Message]:
+        """The Descriptions the parties sent with their greeting (until the first Describe takes them)."""
+        return dict(self._greetings)
+
     # -- requests ------------------------------------------------------------------------------------
     def _dispatch(self, requests: Mapping[int, p.Message]) -> dict[int, p.Message | BaseException]:
         if requests and all(isinstance(r, p.Describe) and j in self._greetings for j, r in requests.items()):

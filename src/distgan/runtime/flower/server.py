@@ -29,6 +29,8 @@ from flwr.serverapp import Grid, ServerApp
 from distgan import training
 from distgan.config import Config
 from distgan.coordinator import Coordinator
+from distgan.health import CollapseError, read_health
+from distgan.runtime.flower.coarse import check_message_budget
 from distgan.runtime.flower.parties import FlowerParties, FlowerSettings
 
 log = logging.getLogger("distgan")
@@ -68,6 +70,8 @@ def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coord
     run.run_dir.mkdir(parents=True, exist_ok=True)
     training.setup_logging(run.run_dir)  # before the SuperNodes join, so log.txt shows who joined
     parties = FlowerParties(grid, run.config, run.settings, session)
+    # The parties' data decides the message size: refuse a run whose messages would not fit.
+    check_message_budget(run.config, training.described_image_shape(parties.descriptions))
     coordinator = training.train(run.config, run.run_dir, resume=run.resume, parties=parties,
                                  round_hooks=[parties.record_round])
     shares = [r["overhead_share"] for r in parties.overhead.rounds]
@@ -75,6 +79,12 @@ def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coord
         log.info("Flower message overhead: %.0f%% of round time on average (%.2f s per round)",
                  100 * sum(shares) / len(shares),
                  sum(r["overhead_s"] for r in parties.overhead.rounds) / len(shares))
+    # A collapsed run ends as failed, so `flwr ls` says finished:failed with the reason (its
+    # outputs are all written by now).
+    health = read_health(run.run_dir)
+    if health is not None and health.get("collapsed"):
+        raise CollapseError(f"training collapsed at round {health.get('round')}: {health.get('reason')} "
+                            f"(run folder {run.run_dir})")
     return coordinator
 
 
