@@ -30,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
     generator, config, round_number = load_generator(args.run_dir, args.round)
     generated, labels = generate_labelled(generator, args.n, args.seed, config.model.latent_dim)
     images = to_uint8(generated).numpy()
-    arrays = {"images": images} if labels is None else {"images": images, "labels": labels.numpy()}
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    if labels is None:
+        np.savez_compressed(buffer, images=images)
+    else:
+        np.savez_compressed(buffer, images=images, labels=labels.numpy())
     atomic_write_bytes(args.out, buffer.getvalue())
     print(f"wrote {args.out}: images uint8 {list(images.shape)}"
           + ("" if labels is None else f" and labels int64 [{len(labels)}]") + f" from round {round_number}")
@@ -40,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 COMMANDS.register("sample", "write N generated images (uint8 [N, C, H, W]) to an .npz file")(Command(
-    configure, run, "Draw images from a run's generator (newest checkpoint) into FILE.npz, key 'images' (and 'labels', the "
-    "label each image was generated for, when the run's G is label-conditional: strategy dp-merf)."))
+    configure, run, "Draw images from a run's generator (newest checkpoint) into FILE.npz, key 'images' (and "
+    "'labels', the label each image was generated for, when the run's G is label-conditional: strategy dp-merf)."))

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from distgan.models.conditional import generated_labels
 from distgan.metrics.base import (
     METRICS,
     EvalContext,
@@ -28,6 +27,7 @@ from distgan.metrics.base import (
     compute_metrics,
     default_metrics,
 )
+from distgan.models.conditional import generated_labels
 
 if TYPE_CHECKING:
     from distgan.config import Config

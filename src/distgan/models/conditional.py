@@ -22,6 +22,8 @@ from distgan.models import ImageShape, ModelFactory, build_models
 
 
 class LabelConditionalGenerator(nn.Module):
+    label_weights: torch.Tensor
+
     def __init__(self, base: nn.Module, num_labels: int) -> None:
         super().__init__()
         self.base = base

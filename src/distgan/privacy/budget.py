@@ -82,7 +82,11 @@ class BudgetMonitor:
 
     def _replayed(self, coordinator: Coordinator, party: str, rounds: int) -> float | None:
         """Epsilon of ``rounds`` rounds of ``party`` by its plan (None without a plan)."""
-        from distgan.privacy.accounting import RELEASE_ONCE_MECHANISMS, PrivacyLedger, mechanism_steps_per_round
+        from distgan.privacy.accounting import (
+            RELEASE_ONCE_MECHANISMS,
+            PrivacyLedger,
+            mechanism_steps_per_round,
+        )
 
         plan = self._plans.get(party)
         if plan is None:
