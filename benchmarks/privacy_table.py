@@ -59,8 +59,10 @@ def fashion_folder(work: Path) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     for kind, header in (("images", 16), ("labels", 8)):
-        parts = [gzip.open(FASHION_FILES / f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz").read()
-                 for split in ("train", "t10k")]
+        parts = []
+        for split in ("train", "t10k"):
+            with gzip.open(FASHION_FILES / f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz") as stream:
+                parts.append(stream.read())
         count = sum(int.from_bytes(part[4:8], "big") for part in parts)
         joined = parts[0][:4] + count.to_bytes(4, "big") + parts[0][8:header] + b"".join(p[header:] for p in parts)
         name = f"train-{kind}-idx{3 if kind == 'images' else 1}-ubyte"

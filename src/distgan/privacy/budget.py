@@ -91,9 +91,10 @@ class BudgetMonitor:
         plan = self._plans.get(party)
         if plan is None:
             return None
+        samples = coordinator.strategy.context.party_sizes.get(int(party))
         if plan.mechanism in RELEASE_ONCE_MECHANISMS:
             rounds = min(rounds, 1)  # released once: later rounds spend nothing
-        steps = rounds * mechanism_steps_per_round(coordinator.config, plan.mechanism)
+        steps = rounds * mechanism_steps_per_round(coordinator.config, plan.mechanism, samples)
         return PrivacyLedger(plan).epsilon_after(steps) if steps else 0.0
 
     def next_round_epsilon(self, coordinator: Coordinator, party: str) -> float | None:

@@ -53,6 +53,7 @@ from torch import nn
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.data.sources import LabelledImages
+from distgan.images import to_unit_range
 from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, make_plan
 from distgan.registry import Registry
 
@@ -65,10 +66,6 @@ RELEASE_ONCE_STRATEGIES = frozenset({"dp-merf"})
 
 class PrivacyViolation(p.ProtocolError):
     """A party under DP was asked to release something its mechanism does not cover."""
-
-
-def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div_(127.5).sub_(1.0)
 
 
 class PartyPrivacy(ABC):
@@ -105,7 +102,7 @@ class PartyPrivacy(ABC):
             return self._stats(reply)
         if isinstance(reply, p.Feedback):
             return self._feedback(reply)
-        if isinstance(reply, (p.DeltaUpload, p.WeightsReply)):
+        if isinstance(reply, (p.DeltaUpload, p.WeightsReply, p.GeneratorReply)):
             return self._weights(reply)
         if isinstance(reply, p.EmbeddingRelease):
             return self._embedding(reply)
@@ -121,7 +118,7 @@ class PartyPrivacy(ABC):
     def _feedback(self, reply: p.Feedback) -> p.Feedback: ...
 
     @abstractmethod
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message: ...
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message: ...
 
     def _embedding(self, reply: p.EmbeddingRelease) -> p.Message:
         raise PrivacyViolation(f"{self.owner}: the {self.name} mechanism does not cover {reply.kind}, an exact "
@@ -189,7 +186,7 @@ class DPSGDDiscriminator(PartyPrivacy):
         """Each record joins with probability q, independently: the sampling RDP amplification assumes."""
         chosen = torch.rand(len(self._data), generator=self._sampling_rng) < self.plan.sample_rate
         index = chosen.nonzero().squeeze(1)
-        return _to_unit_range(self._data.images[index]).to(self._device)
+        return to_unit_range(self._data.images[index]).to(self._device)
 
     def discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
         self.ledger.check(len(fakes))
@@ -242,7 +239,7 @@ class DPSGDDiscriminator(PartyPrivacy):
     def _feedback(self, reply: p.Feedback) -> p.Feedback:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
 
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -285,7 +282,7 @@ class GradientSanitizer(PartyPrivacy):
         return dataclasses.replace(reply, stats=self._stats(reply.stats), logits=torch.zeros_like(reply.logits),
                                    input_gradients=(-2.0 * sanitized).float())
 
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
         raise PrivacyViolation(f"{self.owner}: the gradient-sanitizer mechanism leaves D without noise, so D's "
                                f"weights ({reply.kind}) must not leave the party; use privacy.mechanism=dp-sgd")
 
@@ -342,7 +339,7 @@ class MeanEmbeddingRelease(PartyPrivacy):
         raise PrivacyViolation(f"{self.owner}: the mean-embedding mechanism releases one noisy embedding and "
                                f"nothing else; {reply.kind} is withheld")
 
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
         raise PrivacyViolation(f"{self.owner}: the mean-embedding mechanism releases one noisy embedding and "
                                f"nothing else; {reply.kind} is withheld")
 
@@ -380,9 +377,10 @@ def resolve_mechanism(config: Config) -> str:
         raise ValueError(f"privacy.mechanism={mechanism!r} does not cover strategy {config.strategy.name!r}: "
                          f"mean-embedding is the mechanism of {', '.join(sorted(RELEASE_ONCE_STRATEGIES))} and "
                          "of nothing else. Use privacy.mechanism=auto")
-    if mechanism == "gradient-sanitizer" and config.strategy.name not in FEEDBACK_ONLY_STRATEGIES:
+    if mechanism == "gradient-sanitizer" and (config.strategy.name not in FEEDBACK_ONLY_STRATEGIES
+                                              or config.strategy.switch == "epoch"):
         raise ValueError(f"privacy.mechanism='gradient-sanitizer' does not cover strategy {config.strategy.name!r}, "
-                         f"whose parties send D weights; it suits {', '.join(sorted(FEEDBACK_ONLY_STRATEGIES))}. "
+                         f"whose parties send weights (D's, or with strategy.switch=epoch G's, trained against D); it suits {', '.join(sorted(FEEDBACK_ONLY_STRATEGIES))}. "
                          "Use privacy.mechanism=dp-sgd (or auto)")
     return mechanism
 
