@@ -185,6 +185,9 @@ class StrategyConfig:
     """avg-output / md-gan: weight each party's feedback by its data size."""
     swap_every: int = 10
     """md-gan: rounds between discriminator swaps among parties."""
+    swap_per_epoch: bool = False
+    """md-gan: swap once per epoch instead (MD-GAN's own rule, E = 1 local epoch): every
+    ceil(mean party size / batch size) rounds, from the parties' public sample counts."""
     random_features: int = 2000
     """dp-merf: random Fourier features of the released embedding (even; features / 2 frequencies). More
     features resolve the kernel better but spread the same noise over more coordinates (docs/PRIVACY.md)."""

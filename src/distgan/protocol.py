@@ -44,11 +44,43 @@ class Expectations:
     max_bytes: int = MAX_MESSAGE_BYTES
 
 
+REVEALS = ("public", "stats", "feedback", "weights", "embedding")
+"""What a reply can reveal of a party's data, for its privacy filter (privacy.mechanisms.release):
+public metadata or nothing; D's loss statistics; D's scores and gradients on generated images; weights;
+a statistic of the data itself, released once (dp-merf's embedding)."""
+
+
 class Message:
-    """Base of every message: encoding, size and validation shared by all."""
+    """Base of every message: encoding, size and validation shared by all.
+
+    Every message class states its facts in its own body, and a class that lacks one fails when it
+    is defined (not later, somewhere else):
+
+    * a request (``direction = "down"``): ``replies``, the reply kinds it may get (anything else is a
+      protocol violation of the party), and ``runs_discriminator``, whether handling it runs the
+      party's D (D's dropout then draws from the party's seeded stream);
+    * a reply (``direction = "up"``): ``reveals``, one of :data:`REVEALS` (what the party's privacy
+      filter does with it).
+    """
 
     kind: ClassVar[str]
     direction: ClassVar[str]  # "down" (to a party) or "up" (to the coordinator)
+    replies: ClassVar[tuple[str, ...]]
+    runs_discriminator: ClassVar[bool]
+    reveals: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        facts = {"down": ("replies", "runs_discriminator"), "up": ("reveals",)}.get(own.get("direction", ""))
+        if "kind" not in own or facts is None:
+            raise TypeError(f"message class {cls.__qualname__} must state kind and direction ('down' or 'up')")
+        missing = [name for name in facts if name not in own]
+        if missing:
+            raise TypeError(f"message class {cls.__qualname__} ({own['direction']}) must state "
+                            f"{' and '.join(missing)} in its body; see distgan.protocol.Message")
+        if own["direction"] == "up" and own["reveals"] not in REVEALS:
+            raise TypeError(f"{cls.__qualname__}.reveals={own['reveals']!r}: must be one of {', '.join(REVEALS)}")
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -116,6 +148,8 @@ class TrainDiscriminator(Message):
 
     kind: ClassVar[str] = "train.discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.feedback", "reply.stats")
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     feedback: bool = False
 
@@ -129,6 +163,8 @@ class QueryFeedback(Message):
 
     kind: ClassVar[str] = "query.feedback"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.feedback",)
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
 
     def check(self, sender: str, expect: Expectations) -> None:
@@ -142,6 +178,8 @@ class TrainAndUpload(Message):
 
     kind: ClassVar[str] = "train.upload"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.deltas",)
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     upload_fraction: float
     selection: str
@@ -175,6 +213,8 @@ class GenerateAndUpload(Message):
 
     kind: ClassVar[str] = "train.generate_upload"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.deltas",)
+    runs_discriminator: ClassVar[bool] = True
     steps: int
     upload_fraction: float
     selection: str
@@ -199,6 +239,8 @@ class TrainGeneratorEpoch(Message):
 
     kind: ClassVar[str] = "train.generator_epoch"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.generator",)
+    runs_discriminator: ClassVar[bool] = True
     generator: Weights = field(default_factory=dict)
     optimizer: Weights = field(default_factory=dict)  # Adam state: "<parameter index>/<exp_avg|exp_avg_sq|step>"
 
@@ -223,6 +265,8 @@ class TrainLocalGAN(Message):
 
     kind: ClassVar[str] = "train.local_gan"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.weights",)
+    runs_discriminator: ClassVar[bool] = True
     steps: int
     generator: Weights | None = None
     discriminator: Weights | None = None
@@ -240,6 +284,8 @@ class ExportDiscriminator(Message):
 
     kind: ClassVar[str] = "query.export_discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.weights",)
+    runs_discriminator: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -248,6 +294,8 @@ class ImportDiscriminator(Message):
 
     kind: ClassVar[str] = "train.import_discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     discriminator: Weights = field(default_factory=dict)
 
 
@@ -257,6 +305,8 @@ class SaveState(Message):
 
     kind: ClassVar[str] = "train.save_state"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     round: int
 
 
@@ -266,6 +316,8 @@ class LoadState(Message):
 
     kind: ClassVar[str] = "train.load_state"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     round: int
 
 
@@ -275,6 +327,8 @@ class Describe(Message):
 
     kind: ClassVar[str] = "query.describe"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.description",)
+    runs_discriminator: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -286,6 +340,8 @@ class ReleaseEmbedding(Message):
 
     kind: ClassVar[str] = "query.release_embedding"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.embedding",)
+    runs_discriminator: ClassVar[bool] = False
     feature_seed: int
     features: int
     lengthscale: float
@@ -309,6 +365,7 @@ class DiscriminatorStats(Message):
 
     kind: ClassVar[str] = "reply.stats"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "stats"
     d_loss: float = 0.0
     d_real: float = 0.0  # mean D(x) on real samples, a probability
     d_fake: float = 0.0  # mean D(G(z)), a probability
@@ -322,6 +379,7 @@ class Feedback(Message):
 
     kind: ClassVar[str] = "reply.feedback"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "feedback"
     stats: DiscriminatorStats
     logits: torch.Tensor  # [S', B]
     input_gradients: torch.Tensor  # [S', B, C, H, W]
@@ -343,6 +401,7 @@ class DeltaUpload(Message):
 
     kind: ClassVar[str] = "reply.deltas"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     indices: torch.Tensor  # int64 [k] into the flat D parameter vector
     values: torch.Tensor  # float32 [k]
@@ -361,6 +420,7 @@ class WeightsReply(Message):
 
     kind: ClassVar[str] = "reply.weights"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     generator: Weights | None = None
     discriminator: Weights | None = None
@@ -377,6 +437,7 @@ class GeneratorReply(Message):
 
     kind: ClassVar[str] = "reply.generator"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     generator: Weights = field(default_factory=dict)
     optimizer: Weights = field(default_factory=dict)
@@ -400,6 +461,7 @@ class Description(Message):
 
     kind: ClassVar[str] = "reply.description"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "public"
     samples: int
     label_counts: torch.Tensor  # int64 [num_labels]; empty for unlabelled data
     image_shape: torch.Tensor | None = None  # int64 [3]: channels, height, width
@@ -418,6 +480,7 @@ class EmbeddingRelease(Message):
 
     kind: ClassVar[str] = "reply.embedding"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "embedding"
     embedding: torch.Tensor
     feature_seed: int
     features: int
@@ -442,6 +505,7 @@ class Ack(Message):
 
     kind: ClassVar[str] = "reply.ack"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "public"
 
 
 REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
@@ -450,6 +514,15 @@ REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainA
 REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack,
                                       GeneratorReply, EmbeddingRelease)
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.kind: cls for cls in REQUESTS + REPLIES}
+
+
+def reply_types(request: type[Message]) -> tuple[type[Message], ...]:
+    """The reply classes a request class may get (its ``replies``, resolved)."""
+    try:
+        return tuple(MESSAGE_TYPES[kind] for kind in request.replies)
+    except KeyError as error:
+        raise TypeError(f"{request.__qualname__}.replies names {error.args[0]!r}, which is not a message kind "
+                        "in protocol.MESSAGE_TYPES") from None
 
 
 # -- transport-neutral encoding ----------------------------------------------------------------

@@ -57,12 +57,6 @@ from distgan.images import to_unit_range
 from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, make_plan
 from distgan.registry import Registry
 
-FEEDBACK_ONLY_STRATEGIES = frozenset({"avg-output", "round-robin", "centralized"})
-RELEASE_ONCE_STRATEGIES = frozenset({"dp-merf"})
-"""Strategies whose parties release one noisy statistic of their data and nothing else."""
-"""Strategies whose parties release nothing computed from D but feedback on generated images
-(md-gan also swaps D weights, so it is not one)."""
-
 
 class PrivacyViolation(p.ProtocolError):
     """A party under DP was asked to release something its mechanism does not cover."""
@@ -95,17 +89,19 @@ class PartyPrivacy(ABC):
 
     # -- the release filter: every reply of the party passes here ------------------------------------
     def release(self, reply: p.Message) -> p.Message:
-        """What may leave the party: unknown reply types are refused, never passed through."""
-        if isinstance(reply, (p.Description, p.Ack)):
+        """What may leave the party, by what the reply states it reveals (``protocol.REVEALS``);
+        anything else is refused, never passed through."""
+        reveals = getattr(type(reply), "reveals", None) if reply.direction == "up" else None
+        if reveals == "public":
             return reply  # public metadata / nothing
-        if isinstance(reply, p.DiscriminatorStats):
-            return self._stats(reply)
-        if isinstance(reply, p.Feedback):
-            return self._feedback(reply)
-        if isinstance(reply, (p.DeltaUpload, p.WeightsReply, p.GeneratorReply)):
-            return self._weights(reply)
-        if isinstance(reply, p.EmbeddingRelease):
-            return self._embedding(reply)
+        if reveals == "stats":
+            return self._stats(reply)  # type: ignore[arg-type]
+        if reveals == "feedback":
+            return self._feedback(reply)  # type: ignore[arg-type]
+        if reveals == "weights":
+            return self._weights(reply)  # type: ignore[arg-type]
+        if reveals == "embedding":
+            return self._embedding(reply)  # type: ignore[arg-type]
         raise PrivacyViolation(f"{self.owner}: {reply.kind} is not a reply the {self.name} mechanism covers; "
                                "it is withheld under differential privacy")
 
@@ -368,19 +364,24 @@ class MeanEmbeddingRelease(PartyPrivacy):
 
 
 def resolve_mechanism(config: Config) -> str:
-    """``auto`` -> dp-sgd (mean-embedding for dp-merf); the sanitizer only where a party releases nothing from D but feedback."""
+    """``auto`` -> dp-sgd, or mean-embedding for a strategy whose parties release an embedding once
+    (dp-merf); the sanitizer only where a party releases nothing from D but feedback (the strategy class
+    says so: :meth:`Strategy.feedback_only`)."""
+    from distgan.strategies import STRATEGIES
+
     mechanism = config.privacy.mechanism
-    release_once = config.strategy.name in RELEASE_ONCE_STRATEGIES
+    release_once = STRATEGIES.get(config.strategy.name).releases_once(config)
     if mechanism == "auto":
         return "mean-embedding" if release_once else "dp-sgd"
     if release_once != (mechanism == "mean-embedding"):
         raise ValueError(f"privacy.mechanism={mechanism!r} does not cover strategy {config.strategy.name!r}: "
-                         f"mean-embedding is the mechanism of {', '.join(sorted(RELEASE_ONCE_STRATEGIES))} and "
-                         "of nothing else. Use privacy.mechanism=auto")
-    if mechanism == "gradient-sanitizer" and (config.strategy.name not in FEEDBACK_ONLY_STRATEGIES
-                                              or config.strategy.switch == "epoch"):
+                         "mean-embedding is the mechanism of the strategies whose parties release an embedding "
+                         "once (dp-merf), and of nothing else. Use privacy.mechanism=auto")
+    if mechanism == "gradient-sanitizer" and not STRATEGIES.get(config.strategy.name).feedback_only(config):
+        suited = [name for name in STRATEGIES.names() if STRATEGIES.get(name).feedback_only()]
         raise ValueError(f"privacy.mechanism='gradient-sanitizer' does not cover strategy {config.strategy.name!r}, "
-                         f"whose parties send weights (D's, or with strategy.switch=epoch G's, trained against D); it suits {', '.join(sorted(FEEDBACK_ONLY_STRATEGIES))}. "
+                         f"whose parties send weights (D's, or G's trained against D); it suits {', '.join(suited)} "
+                         "(per batch). "
                          "Use privacy.mechanism=dp-sgd (or auto)")
     return mechanism
 

@@ -24,6 +24,7 @@ from typing import cast
 import torch
 
 from distgan import protocol as p
+from distgan.config import Config
 from distgan.models.conditional import LabelConditionalGenerator
 from distgan.privacy.random_features import COUNT_WEIGHT, RandomFeatures, public_lengthscale
 from distgan.runtime.base import Parties
@@ -36,6 +37,14 @@ from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyC
 class DPMERF(Strategy):
     name = "dp-merf"
     label_conditional = True
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.ReleaseEmbedding,)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        return config.train.local_steps
 
     def __init__(self, context: StrategyContext) -> None:
         super().__init__(context)
