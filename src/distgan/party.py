@@ -54,6 +54,13 @@ def set_flat_parameters(module: nn.Module, indices: torch.Tensor, values: torch.
             offset += count
 
 
+def train_mode(module: nn.Module) -> None:
+    """``module.train()`` unless it is in training mode already: the call walks every submodule, and the
+    hot path asks for it on every step (distgan never sets a submodule apart from its network)."""
+    if not module.training:
+        module.train()
+
+
 def build_discriminator(factory: ModelFactory, seed: int) -> nn.Module:
     """Every D of a run starts from the same weights (a shared seed), as federated training assumes."""
     with seeded(derive_seed(seed, "discriminator-init")):
@@ -141,7 +148,7 @@ class Party:
         fakes = fakes.repeat_interleave(self._train.d_steps, dim=0) if self._train.d_steps > 1 else fakes
         if self.privacy is not None and self.privacy.private_discriminator:
             return self.privacy.discriminator_steps(fakes)
-        self.discriminator.train()
+        train_mode(self.discriminator)
         totals = torch.zeros(3)
         for fake in fakes.to(self._device):
             real = self._real_batch(fake.shape[0])
@@ -164,7 +171,7 @@ class Party:
             (gradient,) = torch.autograd.grad(logit.sum(), image)
             logits.append(logit.detach())
             gradients.append(gradient)
-        return torch.stack(logits).float().cpu(), torch.stack(gradients).float().cpu()
+        return p.stacked(logits), p.stacked(gradients)
 
     # -- handlers -----------------------------------------------------------------------------------
     def _train_discriminator(self, request: p.TrainDiscriminator) -> p.Message:
@@ -186,7 +193,7 @@ class Party:
         generator = self._load_generator(request)
         batch, latent = self._train.batch_size, self._factory.latent_dim
         latents = torch.randn(request.steps, batch, latent, generator=self._rng)
-        generator.train()  # as the platform's fakes: batch norm in training mode
+        train_mode(generator)  # as the platform's fakes: batch norm in training mode
         with torch.no_grad():
             fakes = torch.stack([generator(z.to(self._device)) for z in latents])
         return self._upload_after_training(request, fakes)
@@ -230,7 +237,7 @@ class Party:
         assert self._g_optimizer is not None
         batch, latent = self._train.batch_size, self._factory.latent_dim
         totals = torch.zeros(4)
-        generator.train()
+        train_mode(generator)
         for _ in range(steps):
             z = torch.randn(batch, latent, generator=self._rng).to(self._device)
             fake = generator(z)
