@@ -1,0 +1,67 @@
+"""Known image sets that say what a metric's number means (docs/EVALUATION.md).
+
+Each condition turns real images of a domain's *train* split (images no metric's reference
+contains: what a generator that learnt the parties' data perfectly would make) into a stand-in
+"generator" output with a known defect: Gaussian noise, blur, missing classes, pure noise. The
+metrics then compare them with the test split as they compare any run's samples.
+``benchmarks/calibration.py`` prints the table; the metric tests assert its orderings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+CALIBRATION_SEED = 20240607
+
+
+def add_noise(images: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian noise of standard deviation ``sigma`` in [-1, 1] units, clipped back to [-1, 1]."""
+    noise = torch.randn(images.shape, generator=generator)
+    return (images + sigma * noise).clamp(-1, 1)
+
+
+def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``sigma_px`` pixels (kernel radius 3 sigma); the border extends the edge."""
+    radius = max(1, math.ceil(3 * sigma_px))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-offsets.square() / (2 * sigma_px**2))
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    blurred = images.float()
+    for shape in ((1, 1, 1, -1), (1, 1, -1, 1)):  # horizontal, then vertical
+        weight = kernel.view(shape).repeat(channels, 1, 1, 1)
+        pad = (radius, radius, 0, 0) if shape[-1] == -1 else (0, 0, radius, radius)
+        blurred = F.conv2d(F.pad(blurred, pad, mode="replicate"), weight, groups=channels)
+    return blurred
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    make: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+    """(real images in [-1, 1], their labels, generator) -> the condition's images."""
+
+
+def _classes(images: torch.Tensor, labels: torch.Tensor, keep: list[int]) -> torch.Tensor:
+    return images[torch.isin(labels, torch.tensor(keep))]
+
+
+CONDITIONS: list[Condition] = [
+    Condition("real (train split)", lambda x, y, g: x),
+    *[Condition(f"real + noise σ {s}", lambda x, y, g, s=s: add_noise(x, s, g)) for s in (0.1, 0.2, 0.3)],
+    *[Condition(f"real, blur σ {s} px", lambda x, y, g, s=s: gaussian_blur(x, s)) for s in (0.5, 1.0)],
+    Condition("real, classes 0-4 only", lambda x, y, g: _classes(x, y, [0, 1, 2, 3, 4])),
+    Condition("real, class 0 only", lambda x, y, g: _classes(x, y, [0])),
+    Condition("pure noise (uniform)", lambda x, y, g: torch.rand(x.shape, generator=g) * 2 - 1),
+]
+"""The issue's conditions: noise sigma in {0.1, 0.2, 0.3} in [-1, 1] units, blur sigma in {0.5, 1} px,
+half the classes, one class, pure noise."""
+
+
+def condition_images(condition: Condition, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return condition.make(images, labels, torch.Generator().manual_seed(CALIBRATION_SEED))
