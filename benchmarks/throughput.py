@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from distgan.config import Config, DataConfig, ModelConfig, OutputConfig, RuntimeConfig, StrategyConfig, TrainConfig
+from distgan.config import (
+    Config,
+    DataConfig,
+    ModelConfig,
+    OutputConfig,
+    RuntimeConfig,
+    StrategyConfig,
+    TrainConfig,
+)
 from distgan.data import load_source
 from distgan.models import build_models
 from distgan.training import build_coordinator, setup_logging

@@ -59,7 +59,7 @@ def main() -> None:
                         help="a Python file run first (e.g. registering experimental models in MODELS)")
     args = parser.parse_args()
     if args.setup is not None:
-        exec(compile(args.setup.read_text(), str(args.setup), "exec"), {"__name__": "tuning_setup"})
+        exec(compile(args.setup.read_text(), str(args.setup), "exec"), {"__name__": "tuning_setup"})  # noqa: S102
     root = args.keep or Path(tempfile.mkdtemp(prefix="distgan-tuning-"))
     print(f"load average at start: {os.getloadavg()[0]:.1f}; runs in {root}", flush=True)
     for trial in args.trial:

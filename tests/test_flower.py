@@ -132,7 +132,7 @@ def simulated(tmp_path_factory) -> dict[str, Any]:
             session = f"{name}-{id(run)}" if name.startswith("fault-") else None
             try:
                 outcomes[name] = run_on_grid(grid, run, session=session)
-            except Exception as error:  # recorded for the tests; a real ServerApp lets it end the run
+            except Exception as error:  # noqa: BLE001  recorded for the tests; a real ServerApp lets it end the run
                 outcomes[name] = error
 
     from distgan.runtime.flower.simulation import run_in_simulation

@@ -29,3 +29,16 @@ def test_d_hidden_narrows_the_discriminator_only() -> None:
     assert weights(narrow.generator()) == weights(default.generator())
     with pytest.raises(ValueError, match="model.d_hidden"):
         ModelConfig(d_hidden=0)
+
+
+@pytest.mark.parametrize("size", [64, 32, 28])
+@pytest.mark.parametrize("pool", ["stride", "max"])
+def test_dcgan_discriminator_halves_by_stride_or_by_table_3s_max_pooling(size: int, pool: str) -> None:
+    factory = build_models(ModelConfig(name="dcgan", channels=4, latent_dim=8, d_pool=pool), (3, size, size))
+    discriminator = factory.discriminator()
+    assert discriminator(factory.generator()(torch.randn(2, 8))).shape == (2,)
+    pools = [m for m in discriminator.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    # Table 3: max_pool2d after the first two LeakyReLUs, and nowhere else.
+    assert len(pools) == (2 if pool == "max" else 0)
+    with pytest.raises(ValueError, match="model.d_pool"):
+        ModelConfig(d_pool="avg")

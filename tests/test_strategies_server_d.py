@@ -1,4 +1,4 @@
-"""server-d (Alg. 1): the server's max and mean rules, upload selection, download choice, one round."""
+"""server-d (Alg. 1): the server's max, mean and sum rules, upload selection, download choice, one round."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import torch
 
 from distgan import protocol as p
 from distgan.party import build_discriminator, flat_parameters
-from distgan.strategies.server_d import DownloadSchedule, biggest_delta, checked_upload, mean_delta
+from distgan.strategies.server_d import (
+    SERVER_UPDATES,
+    DownloadSchedule,
+    biggest_delta,
+    checked_upload,
+    mean_delta,
+    summed_delta,
+)
 from tests.conftest import tiny_config
 from tests.test_strategies import build_run, flat
 
@@ -30,6 +37,12 @@ def test_mean_rule_averages_over_the_parties_that_uploaded_each_entry():
     assert delta.tolist() == pytest.approx([1.0, -0.5, -0.1, 4.0])  # not diluted by parties that did not send
 
 
+def test_sum_rule_adds_every_upload_as_shokri_and_shmatikovs_server_does():
+    indices, delta = summed_delta(UPLOADS, 6)
+    assert indices.tolist() == [0, 2, 3, 5]
+    assert delta.tolist() == pytest.approx([1.0, -1.0, -0.2, 4.0])
+
+
 def test_max_rule_breaks_ties_towards_the_first_party():
     tie = [(torch.tensor([1]), torch.tensor([2.0])), (torch.tensor([1]), torch.tensor([-2.0]))]
     assert biggest_delta(tie, 3)[1].tolist() == [2.0]
@@ -43,7 +56,7 @@ def test_uploads_with_bad_indices_are_refused():
         checked_upload(1, p.DeltaUpload(stats, torch.tensor([2, 2]), torch.zeros(2)), 6)
 
 
-@pytest.mark.parametrize("rule", ["max", "mean"])
+@pytest.mark.parametrize("rule", ["max", "mean", "sum"])
 def test_round_moves_the_server_d_by_the_combined_uploads_only(tmp_path, rule):
     run = build_run(tiny_config("server-d", strategy__server_update=rule, strategy__upload_fraction=0.05),
                     tmp_path)
@@ -51,7 +64,7 @@ def test_round_moves_the_server_d_by_the_combined_uploads_only(tmp_path, rule):
     run.round()
     uploads = run.replies(p.DeltaUpload)
     assert sorted(uploads) == [0, 1]
-    rule_function = biggest_delta if rule == "max" else mean_delta
+    rule_function = SERVER_UPDATES[rule]
     indices, delta = rule_function([(u.indices, u.values) for u in uploads.values()],  # type: ignore[attr-defined]
                                    server_before.numel())
     expected = server_before.clone()

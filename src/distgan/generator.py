@@ -19,6 +19,7 @@ from distgan.config import TrainConfig
 from distgan.losses import GeneratorLoss, generator_input_gradient, generator_loss
 from distgan.models import ModelFactory
 from distgan.party import adam, build_generator
+from distgan.sampling import images_from_latents
 from distgan.seeding import draw_seed, make_generator, seeded
 
 
@@ -115,13 +116,6 @@ class GeneratorTrainer:
                 total += float(loss.detach())
         return total / steps
 
-    @torch.no_grad()
     def sample(self, latents: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
         """Images in [-1, 1] for given latents, in eval mode (batch norm uses running statistics)."""
-        generator = module or self.module
-        was_training = generator.training
-        generator.eval()
-        try:
-            return torch.cat([generator(chunk.to(self.device)).float().cpu() for chunk in latents.split(500)])
-        finally:
-            generator.train(was_training)
+        return images_from_latents(module or self.module, latents, self.device)

@@ -28,17 +28,14 @@ from distgan.checkpoint import (
 )
 from distgan.config import TrainConfig
 from distgan.data.sources import LabelledImages
+from distgan.images import to_unit_range
 from distgan.losses import discriminator_loss, generator_loss
 from distgan.models import ModelFactory
+from distgan.run_folder import prune_checkpoints, round_stem
 from distgan.seeding import derive_seed, draw_seed, make_generator, seeded
 
 if TYPE_CHECKING:
     from distgan.privacy.mechanisms import PartyPrivacy
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1], the range of the generators' Tanh."""
-    return images.float().div_(127.5).sub_(1.0)
 
 
 def flat_parameters(module: nn.Module) -> torch.Tensor:
@@ -246,7 +243,7 @@ class Party:
     def _state_stem(self, round_index: int) -> Path:
         if self._state_dir is None:
             raise p.ProtocolError(f"{self.name}: no state folder configured, cannot checkpoint")
-        return self._state_dir / f"round-{round_index:07d}"
+        return round_stem(self._state_dir, round_index)
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The party's whole mutable state (D, optimizers, RNG, local G) as tensors plus JSON-able
@@ -276,10 +273,7 @@ class Party:
     def _prune_states(self, keep: int) -> None:
         """Keep the newest two checkpoints: the one just written and the previous good one."""
         assert self._state_dir is not None
-        stems = sorted({path.with_suffix("") for path in self._state_dir.glob("round-*.json")})
-        for stem in stems[:-2]:
-            for suffix in (".json", ".safetensors"):
-                stem.with_suffix(suffix).unlink(missing_ok=True)
+        prune_checkpoints(self._state_dir)
 
     def _load_state(self, request: p.LoadState) -> p.Message:
         self.load_state_tensors(*load_checkpoint(self._state_stem(request.round)))

@@ -335,6 +335,13 @@ def decode(kind: str, tensors: dict[str, torch.Tensor], scalars: dict[str, Scala
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
     hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    stats_fields = {f.name for f in dataclasses.fields(DiscriminatorStats)}
+    for key in scalars:  # a field, or a field of its nested DiscriminatorStats ("stats/d_loss")
+        head, nested, rest = key.partition("/")
+        if head not in names or (
+                rest not in stats_fields if hints[head] is DiscriminatorStats else bool(nested)):
+            raise ProtocolError(f"{kind}: unexpected scalar field {key!r}")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         hint = hints[f.name]

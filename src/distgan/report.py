@@ -16,7 +16,6 @@ import html
 import io
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.patches import Patch
 
+from distgan import run_folder
 from distgan.checkpoint import atomic_write_text
-from distgan.plots import plot_losses, plt, read_jsonl, smooth
+from distgan.plots import plot_losses, plt, smooth
 
 if TYPE_CHECKING:
     from distgan.coordinator import Coordinator
 
 log = logging.getLogger("distgan")
 
-REPORT_FILE = "report.html"
-AUDIT_FILE = "audit.json"
+REPORT_FILE = run_folder.REPORT
+AUDIT_FILE = run_folder.AUDIT
 """Written by ``distgan audit`` (distgan.privacy.audit); read here without importing the audit's torch code."""
 MAX_FRAMES = 8
 """Sample grids shown per run (evenly spaced over the run, first and last included)."""
@@ -74,26 +74,19 @@ class RunData:
 
 
 def load_run(path: Path) -> RunData:
-    from distgan.metrics.runs import read_metrics
-
     if not path.is_dir():
         raise ReportError(f"{path}: no such run folder")
-    config_path = path / "config.json"
+    config_path = path / run_folder.CONFIG
     if not config_path.is_file():
-        raise ReportError(f"{path}: not a distgan run (no config.json)")
+        raise ReportError(f"{path}: not a distgan run (no {run_folder.CONFIG})")
     try:
         config = json.loads(config_path.read_text())
-        parties = json.loads((path / "parties.json").read_text()) if (path / "parties.json").exists() else {}
+        parties = run_folder.read_parties(path)
         audit = json.loads((path / AUDIT_FILE).read_text()) if (path / AUDIT_FILE).exists() else None
     except json.JSONDecodeError as error:
         raise ReportError(f"{path}: unreadable run file ({error})") from None
-    samples = []
-    for image in (path / "samples").glob("round-*.png"):
-        match = re.fullmatch(r"round-(\d+)\.png", image.name)
-        if match:
-            samples.append((int(match.group(1)), image))
-    return RunData(path, config, read_jsonl(path / "stats.jsonl"), read_metrics(path), parties, sorted(samples),
-                   audit)
+    return RunData(path, config, run_folder.read_stats(path), run_folder.read_metrics(path), parties,
+                   run_folder.sample_grids(path), audit)
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -112,7 +105,7 @@ def _img(png: bytes, alt: str, css_class: str = "") -> str:
 
 def loss_figure(run: RunData) -> bytes:
     with tempfile.TemporaryDirectory() as folder:  # plots.plot_losses writes a file; reuse it as is
-        target = Path(folder) / "losses.png"
+        target = Path(folder) / run_folder.LOSSES
         plot_losses(run.stats, target, run.name)
         return target.read_bytes()
 
@@ -229,6 +222,7 @@ th { background: #f4f4f4; } tr.differs td { background: #fff6d5; }
 figure { margin: 0; text-align: center; font-size: 12px; }
 img.grid { width: 170px; image-rendering: pixelated; border: 1px solid #ccc; }
 .note { color: #666; font-size: 12px; }
+.collapsed { color: #fff; background: #c0392b; padding: 8px 12px; font-weight: bold; }
 """
 
 # Marks the page as checked once every embedded image has decoded (the test reads it via --dump-dom).
@@ -397,6 +391,19 @@ def traffic_section(runs: list[RunData]) -> str:
     return f"<h2>Bytes per round</h2><div class='row'><figure>{_img(bytes_figure(runs), 'bytes per round')}</figure></div>"
 
 
+def health_section(runs: list[RunData]) -> str:
+    """A red banner for every run whose generator collapsed (``health.json``, see distgan.health)."""
+    from distgan.health import read_health
+
+    banners = []
+    for run in runs:
+        health = read_health(run.path)
+        if health is not None and health.get("collapsed"):
+            banners.append(f"<p class='collapsed'>{html.escape(run.name)}: TRAINING COLLAPSED at round "
+                           f"{html.escape(str(health.get('round')))}: {html.escape(str(health.get('reason')))}</p>")
+    return "".join(banners)
+
+
 def render(runs: list[RunData]) -> str:
     if not runs:
         raise ReportError("no runs to report")
@@ -405,7 +412,7 @@ def render(runs: list[RunData]) -> str:
     body = "".join([
         (f"<h1>{html.escape(title)}</h1><p class='note'>written {stamp}; folders: "
          f"{html.escape(', '.join(str(run.path) for run in runs))}</p>"),
-        metrics_section(runs), labels_section(runs), audit_section(runs), samples_section(runs), curves_section(runs),
+        health_section(runs), metrics_section(runs), labels_section(runs), audit_section(runs), samples_section(runs), curves_section(runs),
         losses_section(runs), traffic_section(runs), config_section(runs)])
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{body}{CHECK_SCRIPT}</body></html>")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -12,24 +11,23 @@ from pathlib import Path
 import torch
 
 from distgan import protocol as p
+from distgan import run_folder
 from distgan.assembly import plan_data, resolve_device
-from distgan.checkpoint import CheckpointError, atomic_write_text
+from distgan.checkpoint import CheckpointError
 from distgan.config import Config
-from distgan.coordinator import Coordinator, RoundHook, checkpoint_stems
+from distgan.coordinator import Coordinator, RoundHook
 from distgan.generator import GeneratorTrainer
+from distgan.health import CollapseDetector, stale_feedback_warning
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
-from distgan.plots import plot_losses, read_jsonl
+from distgan.plots import plot_losses
 from distgan.report import attach_report
+from distgan.run_folder import RunFolderError, checkpoint_stems, read_jsonl
 from distgan.runtime.base import ModelReference, Parties
 from distgan.runtime.local import build_local_parties
 from distgan.strategies import STRATEGIES, StrategyContext
 
 log = logging.getLogger("distgan")
-
-
-class RunFolderError(ValueError):
-    """The output folder cannot be used as asked."""
 
 
 def default_run_dir(config: Config, root: Path = Path("runs")) -> Path:
@@ -56,13 +54,7 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
         raise RunFolderError(f"{run_dir}: cannot write the run folder ({error.strerror or error})") from None
 
 
-def load_run_config(run_dir: Path) -> Config:
-    path = run_dir / "config.json"
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: no such run folder")
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir}: not a distgan run (no config.json)")
-    return Config.load(path)
+load_run_config = run_folder.load_config
 
 
 def config_differences(a: Config, b: Config) -> list[str]:
@@ -81,24 +73,29 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def setup_logging(run_dir: Path, quiet: bool = False) -> None:
+def setup_logging(run_dir: Path, quiet: bool = False, console: bool = True) -> None:
+    """``log.txt`` in the run folder gets the ``distgan`` logger's lines. ``console`` (the CLI's
+    setting): progress lines on the terminal too, unless ``quiet``, and the logger stops propagating
+    so a host's root handlers do not print them twice. ``console=False`` (a notebook, the Python
+    API) leaves propagation to the host's logging setup."""
     logger = logging.getLogger("distgan")
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):
         if getattr(handler, "_distgan", False):
             logger.removeHandler(handler)
             handler.close()
-    file_handler = logging.FileHandler(run_dir / "log.txt")
+    file_handler = logging.FileHandler(run_dir / run_folder.LOG)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [file_handler]
-    if not quiet:
-        console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter("%(message)s"))
-        handlers.append(console)
+    if console and not quiet:
+        terminal = logging.StreamHandler()
+        terminal.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(terminal)
     for handler in handlers:
         handler._distgan = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-    logger.propagate = False
+    if console:
+        logger.propagate = False
 
 
 def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = None) -> Coordinator:
@@ -124,9 +121,9 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
         sizes[party] = description.samples
         labels = [i for i, c in enumerate(description.label_counts.tolist()) if c > 0]
         log.info("party %d: %d samples, labels %s", party, description.samples, labels or "unlabelled")
-    atomic_write_text(run_dir / "parties.json", json.dumps(
-        {str(j): {"samples": sizes[j], "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
-         for j in sizes}, indent=1))
+    run_folder.write_parties(run_dir, {j: {"samples": sizes[j],
+                                           "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
+                                       for j in sizes})
     trainer = GeneratorTrainer(factory, config.train, config.runtime.seed, resolve_device(config.runtime.device))
     strategy = strategy_class(StrategyContext(config, trainer, factory, sizes))
     return Coordinator(config, run_dir, parties, strategy)
@@ -150,14 +147,32 @@ def described_image_shape(descriptions: dict[int, p.Message]) -> tuple[int, int,
 
 
 def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
-          parties: Parties | None = None, round_hooks: Sequence[RoundHook] = ()) -> Coordinator:
+          parties: Parties | None = None, round_hooks: Sequence[RoundHook] = (), *,
+          embedded: bool = False) -> Coordinator:
     """Run (or continue) training in ``run_dir``; the caller has checked the folder. ``parties``
     from another runtime (Flower's ServerApp passes its own, and a hook adding its message
-    overhead to each round's stats); None builds the local runtime."""
+    overhead to each round's stats); None builds the local runtime.
+
+    ``embedded`` (the Python API, a notebook): no console handler and the ``distgan`` logger's
+    propagation left alone, torch's global RNG seeded only inside a fork that is restored
+    afterwards (same numbers as the CLI, no change to the host's RNG), and no SIGINT handler
+    (Ctrl-C / a kernel interrupt raises KeyboardInterrupt at once; the last checkpoint is kept)."""
+    if not embedded:
+        return _train(config, run_dir, resume, quiet, parties, round_hooks, handle_sigint=True, console=True)
+    device = resolve_device(config.runtime.device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        return _train(config, run_dir, resume, quiet, parties, round_hooks, handle_sigint=False, console=False)
+
+
+def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, parties: Parties | None,
+           round_hooks: Sequence[RoundHook], handle_sigint: bool, console: bool) -> Coordinator:
     if not resume:
-        atomic_write_text(run_dir / "config.json", config.to_json())
-    setup_logging(run_dir, quiet)
+        run_folder.write_config(run_dir, config)
+    setup_logging(run_dir, quiet, console)
     log.info("run folder: %s", run_dir)
+    if (stale := stale_feedback_warning(config)) is not None:
+        log.warning("%s", stale)
     try:
         coordinator = build_coordinator(config, run_dir, parties)
     except BaseException:
@@ -172,14 +187,16 @@ def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = Fal
         if not resume:
             discard_unstarted_run(run_dir)
         raise
+    coordinator.hooks.append(CollapseDetector.for_run(config, run_dir))
     coordinator.hooks.extend(round_hooks)
+    coordinator.handle_sigint = handle_sigint
     try:
         if resume and checkpoint_stems(coordinator.checkpoint_dir):
             restored = coordinator.restore_latest()
             log.info("resumed from the checkpoint of round %d", restored)
         elif resume:
             log.info("no checkpoint yet: starting %s from round 0", run_dir)
-            (run_dir / "stats.jsonl").unlink(missing_ok=True)
+            (run_dir / run_folder.STATS).unlink(missing_ok=True)
         coordinator.run()
         finish(coordinator)
     finally:
@@ -196,13 +213,13 @@ def discard_unstarted_run(run_dir: Path) -> None:
         if getattr(handler, "_distgan", False) and isinstance(handler, logging.FileHandler):
             logging.getLogger("distgan").removeHandler(handler)
             handler.close()
-    for name in ("config.json", "log.txt", "parties.json"):
+    for name in (run_folder.CONFIG, run_folder.LOG, run_folder.PARTIES):
         (run_dir / name).unlink(missing_ok=True)
 
 
 def finish(coordinator: Coordinator) -> None:
     """What every run writes at its end: loss plot (metrics and report hook in via end_hooks)."""
-    plot_losses(read_jsonl(coordinator.stats_path), coordinator.run_dir / "losses.png",
+    plot_losses(read_jsonl(coordinator.stats_path), coordinator.run_dir / run_folder.LOSSES,
                 f"{coordinator.config.strategy.name}, {coordinator.parties.count} parties")
 
 

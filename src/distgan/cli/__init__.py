@@ -7,12 +7,19 @@ import logging
 import sys
 from collections.abc import Callable
 
-from distgan.cli.common import COMMANDS, CommandError
-
 # Importing a command module registers it.
-from distgan.cli import audit, flower, presets_cmd, sample, train  # noqa: F401,E402,I001
-from distgan.cli import experiment  # noqa: F401,E402,I001
-from distgan.cli import evaluate, evaluator, report_cmd  # noqa: F401
+from distgan.cli import (  # noqa: F401
+    audit,
+    evaluate,
+    evaluator,
+    experiment,
+    flower,
+    presets_cmd,
+    report_cmd,
+    sample,
+    train,
+)
+from distgan.cli.common import COMMANDS, CommandError
 
 
 def build_parser() -> argparse.ArgumentParser:

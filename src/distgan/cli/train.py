@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from distgan.api import check_registered_names
 from distgan.cli.common import COMMANDS, Command, CommandError, non_negative_int, positive_int
-from distgan.config import Config
+from distgan.config import SHORT_NAMES, Config
 from distgan.data import SOURCES
 from distgan.data.partition import SPLITS
 from distgan.models import MODELS
@@ -27,16 +28,8 @@ Examples:
   distgan train --resume runs/00003-round-robin-2p
 """
 
-# flag -> (section, field): the flags that map one-to-one onto config fields.
-FLAG_FIELDS = {
-    "strategy": ("strategy", "name"), "data": ("data", "source"), "split": ("data", "split"),
-    "parties": ("data", "parties"), "model": ("model", "name"), "rounds": ("train", "rounds"),
-    "local_steps": ("train", "local_steps"), "batch_size": ("train", "batch_size"),
-    "seed": ("runtime", "seed"), "workers": ("runtime", "workers"), "device": ("runtime", "device"),
-    "parties_per_round": ("train", "parties_per_round"), "dp_epsilon": ("privacy", "epsilon"),
-    "dp_delta": ("privacy", "delta"), "max_grad_norm": ("privacy", "max_grad_norm"),
-    "noise_multiplier": ("privacy", "noise_multiplier"),
-}
+# flag -> (section, field): the flags that map one-to-one onto config fields (the Python API's keywords too).
+FLAG_FIELDS = SHORT_NAMES
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +42,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"partition across parties: {', '.join(SPLITS.names())} (e.g. labels:0-4/5-9)")
     group.add_argument("--parties", type=positive_int, metavar="N", help="number of parties")
     group.add_argument("--model", help=f"model family: {', '.join(MODELS.names())}")
-    group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train")
+    group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train, the same unit on every runtime (train, flower local/app/simulate): "
+                            "each round is --local-steps D and G steps per party message, so G takes "
+                            "rounds x local-steps steps (x parties for round-robin)")
     group.add_argument("--local-steps", type=positive_int, metavar="N",
-                       help="D and G steps per party message (1 = the paper's per-batch algorithm)")
+                       help="D and G steps per party message (1 = the paper's per-batch algorithm; more makes "
+                            "avg-output, md-gan and round-robin train on stale feedback, a different "
+                            "algorithm that collapses at many steps)")
     group.add_argument("--batch-size", type=positive_int, metavar="N", help="samples per step")
     group.add_argument("--parties-per-round", type=positive_int, metavar="K",
                        help="sample K parties each round (default: all)")
@@ -73,10 +70,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     assignments = [f"{section}.{name}={getattr(args, flag)}" for flag, (section, name) in FLAG_FIELDS.items()
                    if getattr(args, flag, None) is not None]
     config = config.with_overrides(assignments + list(args.set))
-    STRATEGIES.get(config.strategy.name)
-    MODELS.get(config.model.name)
-    SOURCES.get(config.data.source.split(":", 1)[0])
-    SPLITS.get(config.data.split.split(":", 1)[0])
+    check_registered_names(config)
     return config
 
 
@@ -119,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.resume
         if args.dry_run:
             return _dry_run(config)
-        from distgan.checkpoint import atomic_write_text
+        from distgan import run_folder
 
-        atomic_write_text(run_dir / "config.json", config.to_json())
+        run_folder.write_config(run_dir, config)
         _train(config, run_dir, resume=True, quiet=args.quiet)
     else:
         config = config_from_args(args)
@@ -141,16 +135,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(config: Config, run_dir: Path, resume: bool, quiet: bool) -> None:
     """Train, turning a failed party or a failed write into one line that says what to do next."""
-    from distgan import training
+    from distgan import run_folder, training
     from distgan.runtime.base import PartyFailedError
 
     try:
         training.train(config, run_dir, resume=resume, quiet=quiet)
     except PartyFailedError as error:
-        hint = f"; --resume {run_dir} continues from the last checkpoint" if (run_dir / "checkpoints").is_dir() else ""
+        checkpointed = run_folder.checkpoint_dir(run_dir).is_dir()
+        hint = f"; --resume {run_dir} continues from the last checkpoint" if checkpointed else ""
         raise CommandError(f"the run stopped: {error}{hint}") from None
     except OSError as error:
-        if not (run_dir / "checkpoints").is_dir():
+        if not run_folder.checkpoint_dir(run_dir).is_dir():
             raise
         raise CommandError(f"{run_dir}: cannot write ({error}); the last complete checkpoint is kept: free space "
                            f"or fix the folder, then --resume {run_dir}") from None

@@ -90,7 +90,7 @@ def _labels(data: LabelledImages, arg: str, parties: int, generator: torch.Gener
     groups = parse_label_groups(arg)
     if len(groups) != parties:
         raise ValueError(f"split 'labels:{arg}' has {len(groups)} groups but --parties is {parties}")
-    present = set(int(v) for v in data.labels.unique())
+    present = {int(v) for v in data.labels.unique()}
     result = []
     for group in groups:
         for label in group:

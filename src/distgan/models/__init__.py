@@ -40,4 +40,4 @@ def natural_image_size(config: ModelConfig) -> int | None:
     return 64 if config.name == "dcgan" else None
 
 
-from distgan.models import dcgan, mlp  # noqa: E402,F401  (register the families)
+from distgan.models import dcgan, mlp  # noqa: F401  (register the families)

@@ -8,7 +8,8 @@ sigma, epsilon (if any) is only a budget. The ledger is an :class:`opacus.accoun
 that the party steps once per mechanism invocation and asks for epsilon spent; it refuses, before
 any privacy is spent, a request that would take the party over its budget.
 
-Planned steps: ``train.rounds x local_steps x MESSAGES_PER_ROUND`` mechanism invocations, times
+Planned steps: ``train.rounds x local_steps`` mechanism invocations (one privacy-spending message per
+party and round), times
 ``train.d_steps`` for DP-SGD and the batch size for the gradient sanitizer (see
 :mod:`distgan.privacy.mechanisms`).
 """
@@ -29,9 +30,6 @@ from opacus.accountants.analysis import rdp as privacy_analysis
 from opacus.accountants.utils import get_noise_multiplier
 
 from distgan.config import Config
-
-MESSAGES_PER_ROUND: dict[str, int] = {}
-"""Messages that spend privacy per party and round, for strategies sending more than one (default 1)."""
 
 
 class PrivacyBudgetExhausted(RuntimeError):
@@ -72,7 +70,7 @@ class PrivacyPlan:
 def mechanism_steps_per_round(config: Config, mechanism: str) -> int:
     """Mechanism invocations of one party in one round: D steps (dp-sgd), or feedback batches."""
     d_steps = config.train.d_steps if mechanism == "dp-sgd" else 1
-    return config.train.local_steps * d_steps * MESSAGES_PER_ROUND.get(config.strategy.name, 1)
+    return config.train.local_steps * d_steps
 
 
 def planned_mechanism_steps(config: Config, mechanism: str) -> int:

@@ -53,6 +53,7 @@ from torch import nn
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.data.sources import LabelledImages
+from distgan.images import to_unit_range
 from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, make_plan
 from distgan.registry import Registry
 
@@ -63,10 +64,6 @@ FEEDBACK_ONLY_STRATEGIES = frozenset({"avg-output", "round-robin", "centralized"
 
 class PrivacyViolation(p.ProtocolError):
     """A party under DP was asked to release something its mechanism does not cover."""
-
-
-def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div_(127.5).sub_(1.0)
 
 
 class PartyPrivacy(ABC):
@@ -177,7 +174,7 @@ class DPSGDDiscriminator(PartyPrivacy):
         """Each record joins with probability q, independently: the sampling RDP amplification assumes."""
         chosen = torch.rand(len(self._data), generator=self._sampling_rng) < self.plan.sample_rate
         index = chosen.nonzero().squeeze(1)
-        return _to_unit_range(self._data.images[index]).to(self._device)
+        return to_unit_range(self._data.images[index]).to(self._device)
 
     def discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
         self.ledger.check(len(fakes))

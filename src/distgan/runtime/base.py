@@ -16,11 +16,15 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from distgan import protocol as p
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger("distgan")
 
@@ -191,7 +195,7 @@ class Parties(ABC):
     def close(self) -> None:
         """Release processes or connections."""
 
-    def __enter__(self) -> Parties:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -56,7 +56,7 @@ class InProcessParties(Parties):
         for party, request in requests.items():
             try:
                 outcomes[party] = self._parties[party].handle(request)
-            except Exception as error:  # a party's fault must not take the coordinator down
+            except Exception as error:  # noqa: BLE001  a party's fault must not take the coordinator down
                 outcomes[party] = error
         return outcomes
 
@@ -76,7 +76,7 @@ def _worker_main(config_dict: dict[str, Any], run_dir: str, pooled: bool, party_
         plan = plan_data(config)
         parties = {j: build_party(config, plan, j, Path(run_dir), pooled) for j in party_ids}
         connection.send(("ready", None))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  reported to the coordinator, which raises it
         connection.send(("fatal", f"{type(error).__name__}: {error}"))
         return
     while True:
@@ -90,7 +90,7 @@ def _worker_main(config_dict: dict[str, Any], run_dir: str, pooled: bool, party_
         for party, request in batch.items():
             try:
                 outcomes[party] = parties[party].handle(request)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  becomes that party's reply, as in-process
                 outcomes[party] = RemotePartyError(f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
         connection.send(("replies", outcomes))
 

@@ -84,7 +84,3 @@ def only(replies: dict[int, p.Message], kind: type[p.Message]) -> dict[int, p.Me
         if not isinstance(reply, kind):
             raise p.ProtocolError(f"party {party}: expected {kind.__name__}, got {type(reply).__name__}")
     return replies
-
-
-def stats_of(reply: p.Message) -> p.DiscriminatorStats:
-    return reply if isinstance(reply, p.DiscriminatorStats) else reply.stats  # type: ignore[attr-defined]

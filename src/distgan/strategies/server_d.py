@@ -9,7 +9,8 @@ Each round every selected party, on the same generated batches,
      Shmatikov 2015's two rules; the party selects, see ``Party._train_and_upload``).
 The server adds the uploads to its D entry by entry (``strategy.server_update``): ``max`` takes, per
 entry, the delta of largest magnitude among the parties that uploaded it (the paper's "server
-selects the biggest delta w_i"), ``mean`` their mean. G then takes ``local_steps`` steps against the
+selects the biggest delta w_i"), ``mean`` their mean, ``sum`` their sum (Shokri & Shmatikov 2015's
+server, which adds every uploaded delta to the global parameters). G then takes ``local_steps`` steps against the
 server D (Alg. 1 lines 7-10). The server D starts from the same weights as every D_j.
 
 Download rule (the paper has none; Shokri & Shmatikov let participants fetch the parameters that
@@ -62,7 +63,18 @@ def mean_delta(uploads: Sequence[Upload], size: int) -> Upload:
     return touched, (total[touched] / count[touched]).float()
 
 
-SERVER_UPDATES: dict[str, ServerUpdate] = {"max": biggest_delta, "mean": mean_delta}
+def summed_delta(uploads: Sequence[Upload], size: int) -> Upload:
+    """Per entry, the sum of the uploaded deltas: Shokri & Shmatikov's server adds every upload."""
+    total = torch.zeros(size, dtype=torch.float64)
+    seen = torch.zeros(size, dtype=torch.bool)
+    for indices, values in uploads:
+        total.index_add_(0, indices, values.double())
+        seen[indices] = True
+    touched = seen.nonzero().squeeze(1)
+    return touched, total[touched].float()
+
+
+SERVER_UPDATES: dict[str, ServerUpdate] = {"max": biggest_delta, "mean": mean_delta, "sum": summed_delta}
 """``strategy.server_update`` -> rule combining the uploads into one delta for the server D."""
 
 

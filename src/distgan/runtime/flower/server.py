@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,12 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from distgan import training
+from distgan import run_folder, training
+from distgan.checkpoint import atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator
+from distgan.health import CollapseError, read_health
+from distgan.runtime.flower.coarse import check_message_budget
 from distgan.runtime.flower.parties import FlowerParties, FlowerSettings
 
 log = logging.getLogger("distgan")
@@ -62,12 +66,17 @@ class ServerRun:
 
 def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coordinator:
     """Train one run with parties behind ``grid``: ``distgan train``'s steps, Flower's transport."""
-    if not run.resume and (run.run_dir / "config.json").exists():
+    if not run.resume and (run.run_dir / run_folder.CONFIG).exists():
         raise training.RunFolderError(f"{run.run_dir}: holds a run already; set resume=true to continue it "
                                       "or choose a new run-dir")
     run.run_dir.mkdir(parents=True, exist_ok=True)
     training.setup_logging(run.run_dir)  # before the SuperNodes join, so log.txt shows who joined
+    # Each launch is a session; its name starts with the run's id, which names the parties' state
+    # folders on their nodes (a resumed run, a new Flower run, finds them again).
+    session = session or f"{run_id(run.run_dir)}.{uuid.uuid4().hex[:8]}"
     parties = FlowerParties(grid, run.config, run.settings, session)
+    # The parties' data decides the message size: refuse a run whose messages would not fit.
+    check_message_budget(run.config, training.described_image_shape(parties.descriptions))
     coordinator = training.train(run.config, run.run_dir, resume=run.resume, parties=parties,
                                  round_hooks=[parties.record_round])
     shares = [r["overhead_share"] for r in parties.overhead.rounds]
@@ -75,7 +84,27 @@ def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coord
         log.info("Flower message overhead: %.0f%% of round time on average (%.2f s per round)",
                  100 * sum(shares) / len(shares),
                  sum(r["overhead_s"] for r in parties.overhead.rounds) / len(shares))
+    # A collapsed run ends as failed, so `flwr ls` says finished:failed with the reason (its
+    # outputs are all written by now).
+    health = read_health(run.run_dir)
+    if health is not None and health.get("collapsed"):
+        raise CollapseError(f"training collapsed at round {health.get('round')}: {health.get('reason')} "
+                            f"(run folder {run.run_dir})")
     return coordinator
+
+
+RUN_ID_FILE = "run-id"
+
+
+def run_id(run_dir: Path) -> str:
+    """The distgan run's id, made once when the run starts and kept in ``RUN_DIR/run-id``."""
+    path = run_dir / RUN_ID_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        identity = uuid.uuid4().hex[:12]
+        atomic_write_text(path, identity + "\n")
+        return identity
 
 
 def build_server_app(run: ServerRun | None = None) -> ServerApp:
