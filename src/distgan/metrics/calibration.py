@@ -9,6 +9,7 @@ metrics then compare them with the test split as they compare any run's samples.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,14 +48,22 @@ class Condition:
     """(real images in [-1, 1], their labels, generator) -> the condition's images."""
 
 
+def _noisy(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, sigma: float) -> torch.Tensor:
+    return add_noise(images, sigma, generator)
+
+
+def _blurred(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, sigma_px: float) -> torch.Tensor:
+    return gaussian_blur(images, sigma_px)
+
+
 def _classes(images: torch.Tensor, labels: torch.Tensor, keep: list[int]) -> torch.Tensor:
     return images[torch.isin(labels, torch.tensor(keep))]
 
 
 CONDITIONS: list[Condition] = [
     Condition("real (train split)", lambda x, y, g: x),
-    *[Condition(f"real + noise σ {s}", lambda x, y, g, s=s: add_noise(x, s, g)) for s in (0.1, 0.2, 0.3)],
-    *[Condition(f"real, blur σ {s} px", lambda x, y, g, s=s: gaussian_blur(x, s)) for s in (0.5, 1.0)],
+    *[Condition(f"real + noise σ {s}", functools.partial(_noisy, sigma=s)) for s in (0.1, 0.2, 0.3)],
+    *[Condition(f"real, blur σ {s} px", functools.partial(_blurred, sigma_px=s)) for s in (0.5, 1.0)],
     Condition("real, classes 0-4 only", lambda x, y, g: _classes(x, y, [0, 1, 2, 3, 4])),
     Condition("real, class 0 only", lambda x, y, g: _classes(x, y, [0])),
     Condition("pure noise (uniform)", lambda x, y, g: torch.rand(x.shape, generator=g) * 2 - 1),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,7 +72,7 @@ def domain_of(context: EvalContext) -> SharpDomain:
 
 def feature_extractor(classifier: nn.Sequential) -> nn.Sequential:
     """The LeNet without its last layer: the 128-d penultimate (post-ReLU) activations."""
-    return classifier[:-1]
+    return nn.Sequential(*list(classifier)[:-1])
 
 
 def train_sharp(domain: SharpDomain, seed: int = SHARP_SEED) -> tuple[nn.Sequential, dict[str, float]]:
@@ -111,7 +110,8 @@ def load_sharp(path: Path) -> nn.Sequential:
     except (SafetensorError, RuntimeError, KeyError) as error:
         raise ValueError(f"{path}: not sharp LeNet weights ({error}); recreate them with "
                          "`distgan evaluator sharp`") from None
-    return feature_extractor(model.eval())  # type: ignore[arg-type]
+    assert isinstance(model, nn.Sequential)
+    return feature_extractor(model.eval())
 
 
 @torch.no_grad()
