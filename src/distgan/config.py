@@ -143,6 +143,10 @@ class TrainConfig:
     """Decay of an exponential moving average of G's weights, updated every round; the average (not the
     raw G) makes the samples, metrics and exports. None: the raw G. (docs/TUNING.md)"""
 
+    def steps_per_epoch(self, samples: int) -> int:
+        """Steps of one pass over ``samples`` records at ``batch_size`` (the last batch counts whole)."""
+        return math.ceil(samples / self.batch_size)
+
     def __post_init__(self) -> None:
         _positive_int("train.rounds", self.rounds)
         _positive_int("train.local_steps", self.local_steps)
@@ -181,6 +185,18 @@ class StrategyConfig:
     """avg-output / md-gan: weight each party's feedback by its data size."""
     swap_every: int = 10
     """md-gan: rounds between discriminator swaps among parties."""
+    swap_per_epoch: bool = False
+    """md-gan: swap once per epoch instead (MD-GAN's own rule, E = 1 local epoch): every
+    ceil(mean party size / batch size) rounds, from the parties' public sample counts."""
+    switch: str = "batch"
+    """round-robin / centralized: when G moves on to the next party. ``batch``: after every batch (G stays on
+    the platform; fakes go down, D's feedback comes up). ``epoch``: the paper's Alg. 3 -- G's weights and Adam
+    state travel to the party, which trains D_j and G for one pass over its data (ceil(n_j / batch) steps)
+    and sends G back; a round is then one epoch of every selected party, in turn."""
+    fakes: str = "coordinator"
+    """server-d: who generates the fakes each party trains D_j on. ``coordinator``: the platform sends the
+    batches; ``party``: the platform sends G's weights and the party generates its own (a message whose
+    size depends on G, not on train.local_steps)."""
 
     def __post_init__(self) -> None:
         _fraction("strategy.upload_fraction", self.upload_fraction)
@@ -189,6 +205,8 @@ class StrategyConfig:
         _choice("strategy.selection", self.selection, ("largest", "random"))
         _choice("strategy.server_update", self.server_update, ("max", "mean", "sum"))
         _positive_int("strategy.swap_every", self.swap_every)
+        _choice("strategy.switch", self.switch, ("batch", "epoch"))
+        _choice("strategy.fakes", self.fakes, ("coordinator", "party"))
 
 
 @dataclass
@@ -275,6 +293,14 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
+        if self.strategy.switch == "epoch":
+            _require(self.strategy.name in ("round-robin", "centralized"), "strategy.switch", self.strategy.switch,
+                     f"switching per epoch applies to round-robin and centralized, not {self.strategy.name}")
+            _require(self.train.local_steps == 1, "train.local_steps", self.train.local_steps,
+                     "must be 1 with strategy.switch=epoch (a party's visit is one pass over its data)")
+        if self.strategy.fakes == "party":
+            _require(self.strategy.name == "server-d", "strategy.fakes", self.strategy.fakes,
+                     f"parties generating their own fakes applies to server-d, not {self.strategy.name}")
         if self.train.parties_per_round is not None:
             _require(self.train.parties_per_round <= self.data.parties, "train.parties_per_round",
                      self.train.parties_per_round, f"must not exceed data.parties={self.data.parties}")
@@ -283,6 +309,11 @@ class Config:
             _require(not (self.model.name == "dcgan" and self.model.norm == "batch"), "model.norm", self.model.norm,
                      "differential privacy (DP-SGD on the discriminator) needs per-sample gradients, which batch "
                      "norm mixes across the batch; use --set model.norm=group or none")
+
+    def steps_per_visit(self, samples: int) -> int:
+        """D and G steps of one party message: ``train.local_steps``, or with ``strategy.switch=epoch`` one
+        pass over the party's ``samples`` (``ceil(samples / batch_size)``; each step draws its own batch)."""
+        return self.train.steps_per_epoch(samples) if self.strategy.switch == "epoch" else self.train.local_steps
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -114,7 +114,7 @@ class Coordinator:
     def train_round(self, selected: list[int]) -> RoundResult:
         """The strategy's round ``self.round + 1`` with the parties ``selected``, then G's weight average."""
         result = self.strategy.run_round(self.round, self.parties, selected)
-        self.trainer.update_average(self.round + 1)
+        self.trainer.update_average(self.round + 1, result.g_steps)
         return result
 
     def run(self) -> None:
@@ -235,7 +235,7 @@ class Coordinator:
         sampler = self.strategy.sampling_generator()
         if sampler is not self.trainer.module:
             tensors.update(prefixed("sampler", sampler.state_dict()))
-        meta = {"round": self.round, "image_shape": list(self.trainer.factory.image_shape), "elapsed_s": self.elapsed_s, "g_optimizer": optimizer_meta,
+        meta = {"round": self.round, "g_average_clock": self.trainer.average_clock, "image_shape": list(self.trainer.factory.image_shape), "elapsed_s": self.elapsed_s, "g_optimizer": optimizer_meta,
                 "failed_parties": {str(k): v for k, v in self.parties.failed.items()},
                 "parties_without_checkpoint": missing, "config": self.config.to_dict()}
         stem = run_folder.round_stem(self.checkpoint_dir, self.round)
@@ -261,6 +261,7 @@ class Coordinator:
         if sampler is not self.trainer.module:
             sampler.load_state_dict(unprefixed("sampler", tensors))
         self.round = int(meta["round"])
+        self.trainer.average_clock = int(meta.get("g_average_clock", self.round))
         self.elapsed_s = float(meta["elapsed_s"])
         self.parties.failed.update({int(k): v for k, v in meta["failed_parties"].items()})
         self.parties.request_all(p.LoadState(self.round))

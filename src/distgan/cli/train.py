@@ -24,6 +24,8 @@ Examples:
   distgan train
   distgan train --strategy avg-output --split one-label --parties 10
   distgan train --strategy server-d --split iid --set strategy.upload_fraction=0.05
+  distgan train --set strategy.switch=epoch --rounds 200   # Alg. 3 as written: G travels, one epoch per party
+  distgan train --strategy server-d --set strategy.fakes=party   # parties get G's weights, make their own fakes
   distgan train --data folder:/data/celeba --model dcgan --split iid
   distgan train --resume runs/00003-round-robin-2p
 """
@@ -44,7 +46,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help=f"model family: {', '.join(MODELS.names())}")
     group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train, the same unit on every runtime (train, flower local/app/simulate): "
                             "each round is --local-steps D and G steps per party message, so G takes "
-                            "rounds x local-steps steps (x parties for round-robin)")
+                            "rounds x local-steps steps (x parties for round-robin); with "
+                            "strategy.switch=epoch a round is one pass over every party's data")
     group.add_argument("--local-steps", type=positive_int, metavar="N",
                        help="D and G steps per party message (1 = the paper's per-batch algorithm; more makes "
                             "avg-output, md-gan and round-robin train on stale feedback, a different "

@@ -11,7 +11,7 @@ One piece of code, :func:`run_set`, runs any list of runs and summarises them: i
 the final generator with the evaluation metrics (:mod:`distgan.metrics`), and writes
 
 * ``summary.json``: one row per run (variant, budget, seed, rounds, generator steps, wall time, metrics);
-* ``table.md``: per variant and budget, the mean ± sample standard deviation over seeds;
+* ``table.md``: per variant and budget, the mean over seeds with its 95 % t-interval;
 * the comparison report of the runs side by side (:mod:`distgan.report`).
 
 Two scales: ``paper`` (the lengths the paper's figures need; hours on a CPU) and ``quick``
@@ -55,6 +55,7 @@ from distgan.experiments.runner import (
 from distgan.experiments.tables import (
     TABLE_COLUMNS,
     markdown_table,
+    mean_interval,
     mean_std,
     time_to_target_table,
     write_comparison_report,
@@ -64,5 +65,5 @@ from distgan.experiments.tables import (
 __all__ = ["BASELINE_SPLITS", "BASELINE_STRATEGIES", "DEFAULT_SEEDS", "EXPERIMENTS", "METRIC_COLUMNS", "RESULT_FILE",
            "SCALES", "TABLE_COLUMNS", "Budget", "Experiment", "Limits", "RunEvaluator", "RunSpec", "TargetWatch",
            "Variant", "WallTimeLimit", "apply_limits", "final_metrics", "generator_steps_per_round", "markdown_table",
-           "mean_std", "plan_runs", "register", "run_experiment", "run_set", "table_metrics", "time_to_target_table",
+           "mean_interval", "mean_std", "plan_runs", "register", "run_experiment", "run_set", "table_metrics", "time_to_target_table",
            "train_and_evaluate", "write_comparison_report", "write_summary"]

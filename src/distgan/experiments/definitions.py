@@ -12,7 +12,8 @@ from distgan.presets import PRESETS
 from distgan.registry import Registry
 
 SCALES = ("quick", "paper")
-DEFAULT_SEEDS = 3
+DEFAULT_SEEDS = 5
+"""Five seeds: with fewer, a 95 % t-interval is too wide to separate most of the paper's claims."""
 
 
 # -- budgets ------------------------------------------------------------------------------------------
@@ -70,7 +71,14 @@ class Budget:
 
 def generator_steps_per_round(config: Config) -> int:
     """G optimizer steps one round takes: round-robin steps once per party, every other strategy once
-    per round (fedgan and local-only: each party's local G, averaged or not), ``local_steps`` each."""
+    per round (fedgan and local-only: each party's local G, averaged or not), ``local_steps`` each.
+    Round-robin with ``strategy.switch=epoch``: one epoch of every party, ceil(n_j / batch) steps each
+    (the shares come from planning the run's data split)."""
+    if config.strategy.name == "round-robin" and config.strategy.switch == "epoch":
+        from distgan.assembly import plan_data
+
+        sizes = [len(index) for index in plan_data(config).shares.indices]
+        return sum(math.ceil(size / config.train.batch_size) for size in sizes)
     parties = 1 if config.strategy.name == "centralized" else config.data.parties
     per_round = parties if config.strategy.name == "round-robin" else 1
     if config.strategy.name == "round-robin" and config.train.parties_per_round is not None:
@@ -87,6 +95,37 @@ class Variant:
     """``section.field=value`` applied to the experiment's preset."""
 
 
+# -- the two columns of every figure: the paper's model and algorithm, and distgan's defaults --------------
+PAPER_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    # Alg. 3 switches party once per epoch: G travels to each party for a pass over its data.
+    "round-robin": ("strategy.switch=epoch",),
+    # Alg. 1 has no download step and its server keeps the biggest delta.
+    "server-d": ("strategy.download_fraction=none", "strategy.server_update=max"),
+    # FedGAN (Rasouli et al. 2020) weights parties by data share and synchronises every K >= 20 steps.
+    "fedgan": ("strategy.weighted=true", "train.local_steps=20"),
+    # MD-GAN (Hardy et al. 2019) swaps discriminators once per local epoch.
+    "md-gan": ("strategy.swap_per_epoch=true",),
+}
+"""Per strategy, the overrides that make it the algorithm as its paper states it (avg-output: distgan's
+per-batch loop is the paper's Alg. 2 at ``local_steps=1``)."""
+
+SETTINGS = ("paper", "distgan")
+"""``paper``: the paper's model and training settings (the ``paper-mlp`` preset: Tables 1-2's MLP,
+batch 100, Adam 2e-4, the raw G) and the algorithm as its paper states it (:data:`PAPER_ALGORITHMS`);
+``distgan``: the preset as it is (the tuned model, distgan's defaults)."""
+
+
+def paper_overrides(strategy: str) -> tuple[str, ...]:
+    """The ``paper`` setting's overrides for a run of ``strategy``: paper-mlp's model and train
+    settings (as the preset states them), then the strategy's paper algorithm."""
+    from distgan.presets import STATED
+
+    model_and_train = tuple(f"{path}={'none' if value is None else value}"
+                            for path, value in STATED["paper-mlp"].items()
+                            if path.startswith(("model.", "train.")))
+    return (*model_and_train, *PAPER_ALGORITHMS.get(strategy, ()))
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
@@ -97,6 +136,9 @@ class Experiment:
     budgets: tuple[Budget, ...]
     time_to_target: bool = False
     """Add the table of wall time to the cfid target and speed-up vs the ``centralized`` variant."""
+    settings: tuple[str, ...] = SETTINGS
+    """Which columns to run (:data:`SETTINGS`): the figures run both; ablations of distgan's own
+    choices and timing experiments run ``distgan`` only."""
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
@@ -142,14 +184,45 @@ register(Experiment("fig14", "fig14", "distributed training takes less time than
                      Variant("round-robin"),
                      Variant("avg-output", ("strategy.name=avg-output",)),
                      Variant("server-d", ("strategy.name=server-d",))),
-                    (_TO_TARGET,), time_to_target=True),
+                    (_TO_TARGET,), time_to_target=True, settings=("distgan",)),
          "wall time to a cfid target, each strategy (parties in worker processes) vs centralized")
 register(Experiment("fig22", "fig22", "both strategies scale to 5 parties (Fig. 22)",
+                    # Section 5.7: the first method on pieces of the data, the third with one label per user
+                    # (so 5 of the 10 digits); the two-label variant is ours, to cover all ten.
                     (Variant("server-d iid/5"),
+                     Variant("round-robin 1 label/5 (5.7)", ("strategy.name=round-robin", "data.split=one-label")),
                      Variant("round-robin 2 labels/5", ("strategy.name=round-robin",
                                                         "data.split=labels:0-1/2-3/4-5/6-7/8-9"))),
                     (_rounds(600),)),
-         "5 parties: server-d on iid fifths, round-robin with two digits each")
+         "5 parties: server-d on iid fifths, round-robin with one digit each (the paper's) and two each")
+
+# -- ablations: one of distgan's departures from the paper at a time, on its figure's split -------------------
+register(Experiment("ablation-download", "fig2",
+                    "server-d needs the download step the paper's Alg. 1 lacks (theta_d in {0, theta_u, 1})",
+                    (Variant("theta_d=0 (Alg. 1)", ("strategy.download_fraction=none",)),
+                     Variant("theta_d=theta_u=0.1", ("strategy.download_fraction=0.1",)),
+                     Variant("theta_d=1 (default)", ("strategy.download_fraction=1.0",))),
+                    (_rounds(1500),), settings=("distgan",)),
+         "server-d download fraction: none (the paper), theta_u, all (distgan's default)")
+register(Experiment("ablation-server-rule", "fig2",
+                    "how the server combines uploads: biggest delta (the paper), mean, or sum (Shokri & Shmatikov)",
+                    tuple(Variant(rule, (f"strategy.server_update={rule}",)) for rule in ("max", "mean", "sum")),
+                    (_rounds(1500),), settings=("distgan",)),
+         "server-d server rule: max, mean, sum")
+register(Experiment("ablation-switch", "fig6",
+                    "round-robin switching party every batch (distgan's default) vs every epoch (Alg. 3, G travels)",
+                    (Variant("per batch", ("strategy.switch=batch",)), Variant("per epoch (Alg. 3)", ("strategy.switch=epoch",))),
+                    (Budget("equal-steps", Limits(generator_steps=3000), Limits(generator_steps=10000)),),
+                    settings=("distgan",)),
+         "round-robin 0-4|5-9: party switched per batch vs per epoch, at equal generator steps")
+register(Experiment("ablation-tricks", "fig6",
+                    "what each of distgan's model choices adds on round-robin 0-4|5-9 (all on vs one off)",
+                    (Variant("all on (default)"),
+                     Variant("no logit bound", ("model.d_logit_bound=none",)),
+                     Variant("no D dropout", ("model.d_dropout=0",)),
+                     Variant("no G average", ("train.g_average=none",))),
+                    (_rounds(1500),), settings=("distgan",)),
+         "round-robin 0-4|5-9 with the logit bound, D dropout and G average each switched off")
 
 BASELINE_STRATEGIES = ("centralized", "round-robin", "avg-output", "server-d", "md-gan", "fedgan", "local-only")
 BASELINE_SPLITS = (("0-4|5-9", ("data.split=labels:0-4/5-9", "data.parties=2")),
@@ -182,17 +255,21 @@ class RunSpec:
 
 def plan_runs(experiment: Experiment, seeds: Sequence[int], scale: str,
               overrides: Sequence[str] = ()) -> list[RunSpec]:
-    """Every run of ``experiment``: variant x budget x seed, each a full config. ``overrides``
-    (``section.field=value``) apply to every run, after the variant's own."""
+    """Every run of ``experiment``: budget x variant x setting x seed, each a full config. The variant's
+    overrides apply first, then the setting's (``paper``), then ``overrides`` (``section.field=value``,
+    e.g. ``--set``), then the seed."""
     specs = []
     for budget in experiment.budgets:
         limits = budget.at(scale)
         for variant in experiment.variants:
-            for seed in seeds:
-                config = PRESETS.get(experiment.preset)()
-                config = config.with_overrides([*variant.overrides, *overrides, f"runtime.seed={seed}"])
-                apply_limits(config, limits, scale)
-                specs.append(RunSpec(experiment.name, variant.label, budget.name, seed, config, limits))
+            for setting in experiment.settings:
+                label = variant.label if len(experiment.settings) == 1 else f"{variant.label} [{setting}]"
+                for seed in seeds:
+                    config = PRESETS.get(experiment.preset)().with_overrides(list(variant.overrides))
+                    setting_overrides = paper_overrides(config.strategy.name) if setting == "paper" else ()
+                    config = config.with_overrides([*setting_overrides, *overrides, f"runtime.seed={seed}"])
+                    apply_limits(config, limits, scale)
+                    specs.append(RunSpec(experiment.name, label, budget.name, seed, config, limits))
     return specs
 
 

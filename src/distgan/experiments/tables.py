@@ -1,4 +1,5 @@
-"""An experiment's summaries: ``summary.json``, ``table.md`` (mean ± std over seeds) and the comparison report."""
+"""An experiment's summaries: ``summary.json``, ``table.md`` (mean and 95 % interval over seeds) and the
+comparison report."""
 
 from __future__ import annotations
 
@@ -54,6 +55,23 @@ def mean_std(values: Sequence[float | None], digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}{suffix}"
 
 
+def mean_interval(values: Sequence[float | None], digits: int = 1) -> str:
+    """``mean [low, high]``: the mean over seeds and its 95 % confidence interval from Student's t
+    (n - 1 degrees of freedom; the seeds' runs are independent draws of the same training). One value
+    has no interval; ``n/a`` when none exist. A claim is supported only where intervals separate."""
+    present = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not present:
+        return "n/a"
+    mean = statistics.fmean(present)
+    suffix = "" if len(present) == len(values) else f" ({len(present)}/{len(values)})"
+    if len(present) == 1:
+        return f"{mean:.{digits}f} [one seed]{suffix}"
+    from scipy.stats import t  # a dependency of mlxtend, declared in pyproject
+
+    half = float(t.ppf(0.975, len(present) - 1)) * statistics.stdev(present) / math.sqrt(len(present))
+    return f"{mean:.{digits}f} [{mean - half:.{digits}f}, {mean + half:.{digits}f}]{suffix}"
+
+
 def _markdown_row(cells: Sequence[str]) -> str:
     # A "|" inside a cell (variant labels such as "0-4|5-9") would split it: escape it.
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
@@ -67,15 +85,16 @@ def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[s
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Per variant and budget: mean ± std over seeds of cfid, coverage, party-coverage, tstr, wall time."""
+    """Per variant and budget: the mean over seeds of cfid, coverage, party-coverage, tstr and wall time,
+    each with its 95 % interval (:func:`mean_interval`); rounds and G steps as mean ± std."""
     header = ["variant", "budget", "seeds", "rounds", "G steps", *TABLE_COLUMNS]
     lines = [_markdown_row(header), "|" + "---|" * len(header)]
     for (variant, budget), group in _groups(rows).items():
         cells = [variant, budget, str(len(group)), mean_std([r["rounds"] for r in group], 0),
                  mean_std([r["generator_steps"] for r in group], 0),
-                 mean_std([r.get("cfid") for r in group]), mean_std([r.get("coverage") for r in group]),
-                 mean_std([r.get("party_coverage") for r in group], 2), mean_std([r.get("tstr") for r in group], 3),
-                 mean_std([r["wall_time_s"] for r in group])]
+                 mean_interval([r.get("cfid") for r in group]), mean_interval([r.get("coverage") for r in group]),
+                 mean_interval([r.get("party_coverage") for r in group], 2),
+                 mean_interval([r.get("tstr") for r in group], 3), mean_interval([r["wall_time_s"] for r in group])]
         lines.append(_markdown_row(cells))
     return "\n".join(lines) + "\n"
 

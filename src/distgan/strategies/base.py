@@ -26,6 +26,9 @@ class RoundResult:
     g_loss: float
     party_stats: dict[int, p.DiscriminatorStats]
     extra: dict[str, float] = field(default_factory=dict)
+    g_steps: int | None = None
+    """G steps taken away from the platform this round (weights-travelling round-robin): G's average then
+    ticks once per step; None: once per round (:meth:`GeneratorTrainer.update_average`)."""
 
 
 @dataclass
