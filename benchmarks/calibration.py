@@ -15,11 +15,7 @@ import argparse
 import os
 import time
 
-import torch
-
-from distgan.metrics import EvalContext, EvalSettings, compute_metrics
-from distgan.metrics.calibration import CALIBRATION_SEED, CONDITIONS, condition_images
-from distgan.metrics.reference import to_unit_range
+from distgan.metrics.calibration import CONDITIONS, score_condition
 from distgan.metrics.sharp import DOMAINS
 
 METRICS = ["cfid", "fd-sharp", "precision", "recall", "density", "manifold-coverage", "coverage", "cis", "tstr"]
@@ -29,21 +25,14 @@ COLUMNS = [("cfid", "cfid", ".1f"), ("fd-sharp", "fd-sharp", ".1f"), ("precision
 
 
 def domain_table(name: str, count: int, metrics: list[str]) -> list[str]:
-    domain = DOMAINS[name]
-    train = domain.train_split()
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
-    images, labels = to_unit_range(train.images[order]), train.labels[order]
     columns = [c for c in COLUMNS if c[0].split("/")[0] in metrics]
     lines = [f"| {name}: images (n) | " + " | ".join(title for _, title, _ in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for condition in CONDITIONS:
-        made = condition_images(condition, images, labels)[:count]
-        context = EvalContext(lambda n, seed, made=made: made, domain.image_shape, None,
-                              EvalSettings(generated=len(made)))
         started = time.perf_counter()
-        values = compute_metrics(context, metrics)
+        made, values = score_condition(name, condition, metrics, count)
         cells = [format(values[key], spec) if key in values else "–" for key, _, spec in columns]
-        lines.append(f"| {condition.name} ({len(made)}) | " + " | ".join(cells) + " |")
+        lines.append(f"| {condition.name} ({made}) | " + " | ".join(cells) + " |")
         print(f"  {name}: {condition.name}: {time.perf_counter() - started:.0f} s", flush=True)
     return lines
 

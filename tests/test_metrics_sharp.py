@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from distgan.metrics import METRICS, EvalContext, EvalSettings, compute_metrics
-from distgan.metrics.calibration import CONDITIONS, add_noise, condition_images, gaussian_blur
+from distgan.metrics.calibration import add_noise, condition_images, condition_named, gaussian_blur
 from distgan.metrics.manifold import prdc
 from distgan.metrics.reference import digit_split, to_unit_range
 from distgan.metrics.sharp import DOMAINS, load_sharp, reference_features
@@ -30,8 +30,7 @@ def measure(images: torch.Tensor) -> dict:
 
 
 def condition(name: str, images: torch.Tensor, labels: torch.Tensor, count: int = 1000) -> torch.Tensor:
-    chosen = next(c for c in CONDITIONS if c.name == name)
-    return condition_images(chosen, images, labels)[:count]
+    return condition_images(condition_named(name), images, labels)[:count]
 
 
 def test_shipped_sharp_weights_are_small_and_classify_test_digits():

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from distgan.metrics.base import DEFAULT_GENERATED, EvalContext, EvalSettings, MetricValues, compute_metrics
+
 CALIBRATION_SEED = 20240607
 
 
@@ -74,3 +76,25 @@ half the classes, one class, pure noise."""
 
 def condition_images(condition: Condition, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return condition.make(images, labels, torch.Generator().manual_seed(CALIBRATION_SEED))
+
+
+def condition_named(name: str) -> Condition:
+    for condition in CONDITIONS:
+        if condition.name == name:
+            return condition
+    raise ValueError(f"no calibration condition {name!r}; valid: {', '.join(c.name for c in CONDITIONS)}")
+
+
+def score_condition(domain_name: str, condition: Condition, metrics: list[str],
+                    count: int = DEFAULT_GENERATED) -> tuple[int, MetricValues]:
+    """Score ``count`` images of the condition (made from the domain's shuffled train split) as a run's
+    samples are scored; returns how many images there were (fewer when a class is rarer) and the values."""
+    from distgan.metrics.reference import to_unit_range
+    from distgan.metrics.sharp import DOMAINS
+
+    domain = DOMAINS[domain_name]
+    train = domain.train_split()
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
+    made = condition_images(condition, to_unit_range(train.images[order]), train.labels[order])[:count]
+    context = EvalContext(lambda n, seed: made, domain.image_shape, None, EvalSettings(generated=len(made)))
+    return len(made), compute_metrics(context, metrics)
