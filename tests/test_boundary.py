@@ -27,7 +27,6 @@ import torch
 from distgan import protocol as p
 from distgan.assembly import plan_data
 from distgan.config import Config
-from distgan.privacy.mechanisms import FEEDBACK_ONLY_STRATEGIES
 from distgan.runtime.local import build_local_parties
 from distgan.strategies import STRATEGIES
 from distgan.training import run_expectations, train
@@ -35,6 +34,8 @@ from distgan.training import run_expectations, train
 AFFINE_COPY = 0.999
 """|correlation| above which a row counts as an affine copy of a real sample."""
 ALLOWED_DTYPES = (torch.float32, torch.int64)
+FEEDBACK_ONLY_STRATEGIES = frozenset(name for name in STRATEGIES.names() if STRATEGIES.get(name).feedback_only())
+"""Strategies whose parties release no weights (the class says so), where the gradient sanitizer applies."""
 
 
 def standardized(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -167,12 +167,14 @@ def test_release_filter_withholds_what_its_mechanism_does_not_cover() -> None:
     description = p.Description(samples=5, label_counts=torch.zeros(2, dtype=torch.int64))
     assert engine.release(description) is description
 
-    class Unknown(p.Message):
-        kind = "reply.unknown"
-        direction = "up"
+    with pytest.raises(TypeError, match="must state reveals"):  # a reply that does not say what it reveals
 
-    with pytest.raises(PrivacyViolation, match="reply.unknown"):
-        engine.release(Unknown())
+        class Unknown(p.Message):
+            kind = "reply.unknown"
+            direction = "up"
+
+    with pytest.raises(PrivacyViolation, match="train.save_state"):
+        engine.release(p.SaveState(1))  # not a reply: nothing of it is released
 
 
 def test_ledger_and_secret_rng_survive_a_checkpoint() -> None:

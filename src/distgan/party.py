@@ -54,11 +54,6 @@ def set_flat_parameters(module: nn.Module, indices: torch.Tensor, values: torch.
             offset += count
 
 
-RUNS_DISCRIMINATOR = (p.TrainDiscriminator, p.QueryFeedback, p.TrainAndUpload, p.TrainLocalGAN,
-                      p.GenerateAndUpload, p.TrainGeneratorEpoch)
-"""Requests whose handling runs D forward (and may draw dropout masks)."""
-
-
 def build_discriminator(factory: ModelFactory, seed: int) -> nn.Module:
     """Every D of a run starts from the same weights (a shared seed), as federated training assumes."""
     with seeded(derive_seed(seed, "discriminator-init")):
@@ -129,7 +124,7 @@ class Party:
         # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
         # generator: runs resume bit-exactly and every runtime draws the same masks. Only requests
         # that run D draw, so checkpoint frequency (SaveState) never changes a run's randomness.
-        randomness = seeded(draw_seed(self._rng), self._device) if isinstance(request, RUNS_DISCRIMINATOR) \
+        randomness = seeded(draw_seed(self._rng), self._device) if request.runs_discriminator \
             else contextlib.nullcontext()
         with randomness:
             reply = handler(request)

@@ -41,11 +41,42 @@ class Expectations:
     max_bytes: int = MAX_MESSAGE_BYTES
 
 
+REVEALS = ("public", "stats", "feedback", "weights")
+"""What a reply can reveal of a party's data, for its privacy filter (privacy.mechanisms.release):
+public metadata or nothing; D's loss statistics; D's scores and gradients on generated images; weights."""
+
+
 class Message:
-    """Base of every message: encoding, size and validation shared by all."""
+    """Base of every message: encoding, size and validation shared by all.
+
+    Every message class states its facts in its own body, and a class that lacks one fails when it
+    is defined (not later, somewhere else):
+
+    * a request (``direction = "down"``): ``replies``, the reply kinds it may get (anything else is a
+      protocol violation of the party), and ``runs_discriminator``, whether handling it runs the
+      party's D (D's dropout then draws from the party's seeded stream);
+    * a reply (``direction = "up"``): ``reveals``, one of :data:`REVEALS` (what the party's privacy
+      filter does with it).
+    """
 
     kind: ClassVar[str]
     direction: ClassVar[str]  # "down" (to a party) or "up" (to the coordinator)
+    replies: ClassVar[tuple[str, ...]]
+    runs_discriminator: ClassVar[bool]
+    reveals: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        facts = {"down": ("replies", "runs_discriminator"), "up": ("reveals",)}.get(own.get("direction", ""))
+        if "kind" not in own or facts is None:
+            raise TypeError(f"message class {cls.__qualname__} must state kind and direction ('down' or 'up')")
+        missing = [name for name in facts if name not in own]
+        if missing:
+            raise TypeError(f"message class {cls.__qualname__} ({own['direction']}) must state "
+                            f"{' and '.join(missing)} in its body; see distgan.protocol.Message")
+        if own["direction"] == "up" and own["reveals"] not in REVEALS:
+            raise TypeError(f"{cls.__qualname__}.reveals={own['reveals']!r}: must be one of {', '.join(REVEALS)}")
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -113,6 +144,8 @@ class TrainDiscriminator(Message):
 
     kind: ClassVar[str] = "train.discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.feedback", "reply.stats")
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     feedback: bool = False
 
@@ -126,6 +159,8 @@ class QueryFeedback(Message):
 
     kind: ClassVar[str] = "query.feedback"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.feedback",)
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
 
     def check(self, sender: str, expect: Expectations) -> None:
@@ -139,6 +174,8 @@ class TrainAndUpload(Message):
 
     kind: ClassVar[str] = "train.upload"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.deltas",)
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     upload_fraction: float
     selection: str
@@ -172,6 +209,8 @@ class GenerateAndUpload(Message):
 
     kind: ClassVar[str] = "train.generate_upload"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.deltas",)
+    runs_discriminator: ClassVar[bool] = True
     steps: int
     upload_fraction: float
     selection: str
@@ -196,6 +235,8 @@ class TrainGeneratorEpoch(Message):
 
     kind: ClassVar[str] = "train.generator_epoch"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.generator",)
+    runs_discriminator: ClassVar[bool] = True
     generator: Weights = field(default_factory=dict)
     optimizer: Weights = field(default_factory=dict)  # Adam state: "<parameter index>/<exp_avg|exp_avg_sq|step>"
 
@@ -220,6 +261,8 @@ class TrainLocalGAN(Message):
 
     kind: ClassVar[str] = "train.local_gan"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.weights",)
+    runs_discriminator: ClassVar[bool] = True
     steps: int
     generator: Weights | None = None
     discriminator: Weights | None = None
@@ -237,6 +280,8 @@ class ExportDiscriminator(Message):
 
     kind: ClassVar[str] = "query.export_discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.weights",)
+    runs_discriminator: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +290,8 @@ class ImportDiscriminator(Message):
 
     kind: ClassVar[str] = "train.import_discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     discriminator: Weights = field(default_factory=dict)
 
 
@@ -254,6 +301,8 @@ class SaveState(Message):
 
     kind: ClassVar[str] = "train.save_state"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     round: int
 
 
@@ -263,6 +312,8 @@ class LoadState(Message):
 
     kind: ClassVar[str] = "train.load_state"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     round: int
 
 
@@ -272,6 +323,8 @@ class Describe(Message):
 
     kind: ClassVar[str] = "query.describe"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.description",)
+    runs_discriminator: ClassVar[bool] = False
 
 
 # -- replies (party -> coordinator) ---------------------------------------------------------------
@@ -281,6 +334,7 @@ class DiscriminatorStats(Message):
 
     kind: ClassVar[str] = "reply.stats"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "stats"
     d_loss: float = 0.0
     d_real: float = 0.0  # mean D(x) on real samples, a probability
     d_fake: float = 0.0  # mean D(G(z)), a probability
@@ -294,6 +348,7 @@ class Feedback(Message):
 
     kind: ClassVar[str] = "reply.feedback"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "feedback"
     stats: DiscriminatorStats
     logits: torch.Tensor  # [S', B]
     input_gradients: torch.Tensor  # [S', B, C, H, W]
@@ -315,6 +370,7 @@ class DeltaUpload(Message):
 
     kind: ClassVar[str] = "reply.deltas"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     indices: torch.Tensor  # int64 [k] into the flat D parameter vector
     values: torch.Tensor  # float32 [k]
@@ -333,6 +389,7 @@ class WeightsReply(Message):
 
     kind: ClassVar[str] = "reply.weights"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     generator: Weights | None = None
     discriminator: Weights | None = None
@@ -349,6 +406,7 @@ class GeneratorReply(Message):
 
     kind: ClassVar[str] = "reply.generator"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     generator: Weights = field(default_factory=dict)
     optimizer: Weights = field(default_factory=dict)
@@ -372,6 +430,7 @@ class Description(Message):
 
     kind: ClassVar[str] = "reply.description"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "public"
     samples: int
     label_counts: torch.Tensor  # int64 [num_labels]; empty for unlabelled data
     image_shape: torch.Tensor | None = None  # int64 [3]: channels, height, width
@@ -389,6 +448,7 @@ class Ack(Message):
 
     kind: ClassVar[str] = "reply.ack"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "public"
 
 
 REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
@@ -397,6 +457,15 @@ REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainA
 REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack,
                                       GeneratorReply)
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.kind: cls for cls in REQUESTS + REPLIES}
+
+
+def reply_types(request: type[Message]) -> tuple[type[Message], ...]:
+    """The reply classes a request class may get (its ``replies``, resolved)."""
+    try:
+        return tuple(MESSAGE_TYPES[kind] for kind in request.replies)
+    except KeyError as error:
+        raise TypeError(f"{request.__qualname__}.replies names {error.args[0]!r}, which is not a message kind "
+                        "in protocol.MESSAGE_TYPES") from None
 
 
 # -- transport-neutral encoding ----------------------------------------------------------------

@@ -10,11 +10,12 @@ from pathlib import Path
 from distgan.cli.common import COMMANDS, Command, non_negative_int, positive_int
 
 DESCRIPTION = """\
-The digit metrics (cfid, coverage, party-coverage, cis, tstr) use a small CNN trained on a fixed
-4,000-digit split of the bundled MNIST; its weights ship inside the package. `train` reproduces
+The digit metrics (cfid, coverage, party-coverage, cis, tstr) use a small CNN trained on the
+4,000-digit train part of the bundled MNIST; its weights ship inside the package. `train` reproduces
 them (about 1 minute of CPU per 2 epochs on a busy 2-core machine), `accuracy` checks them on the
-1,000 held-out digits. `sharp` trains the LeNet of fd-sharp/precision/recall/density/
-manifold-coverage: the TSTR recipe without augmentation on the domain's train split.
+1,000 digits of the test split, which no party and no evaluator ever trains on. `sharp` trains the
+LeNet of fd-sharp/precision/recall/density/manifold-coverage: the TSTR recipe without augmentation
+on the domain's train split.
 Examples:
   distgan evaluator accuracy
   distgan evaluator train --out my-evaluator.safetensors
@@ -29,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="weights file to write (default: the package's own assets/mnist-evaluator.safetensors)")
     train.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the shipped recipe's)")
     train.add_argument("--seed", type=non_negative_int, default=None, help="seed (default: the shipped recipe's)")
-    check = actions.add_parser("accuracy", help="accuracy of the evaluator on the 1,000 held-out digits")
+    check = actions.add_parser("accuracy", help="accuracy of the evaluator on the 1,000 test-split digits")
     check.add_argument("--weights", type=Path, default=None, metavar="PATH", help="weights file (default: shipped)")
     sharp = actions.add_parser("sharp", help="train the sharp LeNet (no augmentation) of fd-sharp, precision, recall")
     sharp.add_argument("--domain", default="mnist", help="whose train split it learns (default: mnist)")

@@ -57,10 +57,6 @@ from distgan.images import to_unit_range
 from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, make_plan
 from distgan.registry import Registry
 
-FEEDBACK_ONLY_STRATEGIES = frozenset({"avg-output", "round-robin", "centralized"})
-"""Strategies whose parties release nothing computed from D but feedback on generated images
-(md-gan also swaps D weights, so it is not one)."""
-
 
 class PrivacyViolation(p.ProtocolError):
     """A party under DP was asked to release something its mechanism does not cover."""
@@ -93,15 +89,17 @@ class PartyPrivacy(ABC):
 
     # -- the release filter: every reply of the party passes here ------------------------------------
     def release(self, reply: p.Message) -> p.Message:
-        """What may leave the party: unknown reply types are refused, never passed through."""
-        if isinstance(reply, (p.Description, p.Ack)):
+        """What may leave the party, by what the reply states it reveals (``protocol.REVEALS``);
+        anything else is refused, never passed through."""
+        reveals = getattr(type(reply), "reveals", None) if reply.direction == "up" else None
+        if reveals == "public":
             return reply  # public metadata / nothing
-        if isinstance(reply, p.DiscriminatorStats):
-            return self._stats(reply)
-        if isinstance(reply, p.Feedback):
-            return self._feedback(reply)
-        if isinstance(reply, (p.DeltaUpload, p.WeightsReply, p.GeneratorReply)):
-            return self._weights(reply)
+        if reveals == "stats":
+            return self._stats(reply)  # type: ignore[arg-type]
+        if reveals == "feedback":
+            return self._feedback(reply)  # type: ignore[arg-type]
+        if reveals == "weights":
+            return self._weights(reply)  # type: ignore[arg-type]
         raise PrivacyViolation(f"{self.owner}: {reply.kind} is not a reply the {self.name} mechanism covers; "
                                "it is withheld under differential privacy")
 
@@ -276,14 +274,18 @@ class GradientSanitizer(PartyPrivacy):
 
 
 def resolve_mechanism(config: Config) -> str:
-    """``auto`` -> dp-sgd; the sanitizer only where a party releases nothing from D but feedback."""
+    """``auto`` -> dp-sgd; the sanitizer only where a party releases nothing from D but feedback
+    (the strategy class says so: :meth:`Strategy.feedback_only`)."""
+    from distgan.strategies import STRATEGIES
+
     mechanism = config.privacy.mechanism
     if mechanism == "auto":
         return "dp-sgd"
-    if mechanism == "gradient-sanitizer" and (config.strategy.name not in FEEDBACK_ONLY_STRATEGIES
-                                              or config.strategy.switch == "epoch"):
+    if mechanism == "gradient-sanitizer" and not STRATEGIES.get(config.strategy.name).feedback_only(config):
+        suited = [name for name in STRATEGIES.names() if STRATEGIES.get(name).feedback_only()]
         raise ValueError(f"privacy.mechanism='gradient-sanitizer' does not cover strategy {config.strategy.name!r}, "
-                         f"whose parties send weights (D's, or with strategy.switch=epoch G's, trained against D); it suits {', '.join(sorted(FEEDBACK_ONLY_STRATEGIES))}. "
+                         f"whose parties send weights (D's, or G's trained against D); it suits {', '.join(suited)} "
+                         "(per batch). "
                          "Use privacy.mechanism=dp-sgd (or auto)")
     return mechanism
 

@@ -37,16 +37,6 @@ class PartyLostError(PartyFailedError):
     """The party's process or connection is gone (it did not answer badly: it did not answer)."""
 
 
-# The replies each request may get; anything else is a protocol violation of the party.
-REPLY_TYPES: dict[type[p.Message], tuple[type[p.Message], ...]] = {
-    p.TrainDiscriminator: (p.Feedback, p.DiscriminatorStats), p.QueryFeedback: (p.Feedback,),
-    p.TrainAndUpload: (p.DeltaUpload,), p.TrainLocalGAN: (p.WeightsReply,),
-    p.ExportDiscriminator: (p.WeightsReply,), p.ImportDiscriminator: (p.Ack,), p.SaveState: (p.Ack,),
-    p.LoadState: (p.Ack,), p.Describe: (p.Description,),
-    p.GenerateAndUpload: (p.DeltaUpload,), p.TrainGeneratorEpoch: (p.GeneratorReply,),
-}
-
-
 @dataclass(frozen=True)
 class ModelReference:
     """Names, shapes and dtypes of the run's G and D, against which weight-carrying replies are checked."""
@@ -81,8 +71,8 @@ class ModelReference:
 
 def check_reply(sender: str, request: p.Message, reply: p.Message, models: ModelReference | None) -> None:
     """What :meth:`Message.validate` cannot see alone: the reply fits this request and these models."""
-    allowed = REPLY_TYPES.get(type(request))
-    if allowed is not None and not isinstance(reply, allowed):
+    allowed = p.reply_types(type(request))  # what the request class states it may get
+    if not isinstance(reply, allowed):
         raise p.ProtocolError(f"{sender}: replied {reply.kind} to {request.kind}, expected "
                               + " or ".join(kind.kind for kind in allowed))
     if isinstance(request, (p.TrainDiscriminator, p.QueryFeedback)):
