@@ -86,7 +86,7 @@ def test_fashion_metrics_use_the_fashion_evaluator_and_reference() -> None:
 
     def context(images: torch.Tensor, domain: str) -> EvalContext:
         return EvalContext(lambda n, s: images[:n], (1, 28, 28), None, EvalSettings(generated=1000),
-                           domain_evaluation(domain))
+                           evaluation=domain_evaluation(domain))
 
     fashion = compute_metrics(context(train_images, "fashion"), ["cfid", "coverage"])
     assert fashion["cfid/reference"] == 10_000 and fashion["coverage/classes"] == 10 and fashion["cfid"] < 5

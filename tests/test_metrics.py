@@ -33,7 +33,7 @@ def serve(images: torch.Tensor):
 
 def context(images: torch.Tensor, count: int = 1000, parties: PartyLabels | None = HALVES) -> EvalContext:
     return EvalContext(serve(images), (1, 28, 28), parties, EvalSettings(generated=count),
-                       domain_evaluation("digits"))
+                       evaluation=domain_evaluation("digits"))
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +109,11 @@ def test_party_metrics_need_labelled_public_counts_and_say_so(train_digits, tmp_
 
 def test_digit_metrics_refuse_other_image_shapes():
     other = EvalContext(lambda n, s: torch.zeros(n, 3, 32, 32), (3, 32, 32), None, EvalSettings(generated=4),
-                        domain_evaluation("digits"))
+                        evaluation=domain_evaluation("digits"))
     with pytest.raises(MetricUnavailable, match="1x28x28"):
         compute_metrics(other, ["cfid"])
     no_domain = EvalContext(lambda n, s: torch.zeros(n, 1, 28, 28), (1, 28, 28), None, EvalSettings(generated=4),
-                            None, "data source 'folder:/x' declares no domain")
+                            no_evaluation_reason="data source 'folder:/x' declares no domain")
     with pytest.raises(MetricUnavailable, match="declares no domain"):
         compute_metrics(no_domain, ["cfid"])
 

@@ -14,11 +14,14 @@ The labelled metrics (cfid, coverage, party-coverage, cis, tstr) use the small C
 digits (trained on the 4,000-digit train part of the bundled MNIST; about 1 minute of CPU per 2 epochs
 on a busy 2-core machine) or fashion (Fashion-MNIST's 60,000 train images; about 4 minutes of one core
 per epoch). Their weights ship inside the package. `train` reproduces them, `accuracy` checks them on
-the domain's test split, which no party and no evaluator ever trains on.
+the domain's test split, which no party and no evaluator ever trains on. `sharp` trains the
+LeNet of fd-sharp/precision/recall/density/manifold-coverage: the TSTR recipe without augmentation
+on the domain's train split.
 Examples:
   distgan evaluator accuracy
   distgan evaluator accuracy --domain fashion
   distgan evaluator train --out my-evaluator.safetensors
+  distgan evaluator sharp --domain mnist
 """
 
 
@@ -36,6 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     check = actions.add_parser("accuracy", help="accuracy of the evaluator on its domain's test split")
     check.add_argument("--domain", choices=DOMAINS.names(), default="digits", help=domain_help)
     check.add_argument("--weights", type=Path, default=None, metavar="PATH", help="weights file (default: shipped)")
+    sharp = actions.add_parser("sharp", help="train the sharp LeNet (no augmentation) of fd-sharp, precision, recall")
+    sharp.add_argument("--domain", default="mnist", help="whose train split it learns (default: mnist)")
+    sharp.add_argument("--out", type=Path, default=None, metavar="PATH",
+                       help="weights file to write (default: the package's assets/DOMAIN-sharp.safetensors)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from distgan.metrics.reference import to_unit_range
 
+    if args.action == "sharp":
+        return train_sharp_weights(args.domain, args.out)
     domain = DOMAINS.get(args.domain)
     if args.action == "accuracy":
         held_out = domain.split().held_out
@@ -76,5 +85,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.register("evaluator", "train a shipped evaluator (digits, fashion) again, or check its test accuracy")(
+def train_sharp_weights(domain_name: str, out: Path | None) -> int:
+    from distgan.metrics.sharp import DOMAINS, SHARP_SEED, save_sharp, train_sharp
+
+    if domain_name not in DOMAINS:
+        raise ValueError(f"--domain {domain_name!r}: no sharp feature space; valid: {', '.join(sorted(DOMAINS))}")
+    domain = DOMAINS[domain_name]
+    model, report = train_sharp(domain)
+    out = out or domain.weights_path
+    save_sharp(model, out, report, SHARP_SEED)
+    print(f"wrote {out}: test accuracy {report['test_accuracy']:.4f} ({report['train_samples']} train images, "
+          f"{report['seconds']:.0f} s)")
+    return 0
+
+
+COMMANDS.register("evaluator", "train a shipped evaluator (digits, fashion, sharp) again, or check its test accuracy")(
     Command(configure, run, DESCRIPTION))

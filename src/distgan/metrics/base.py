@@ -94,13 +94,16 @@ class EvalSettings:
 
 
 class EvalContext:
-    """Everything metrics see. ``sample(n, seed)`` returns n images in [-1, 1], deterministic per seed."""
+    """Everything metrics see. ``sample(n, seed)`` returns n images in [-1, 1], deterministic per seed;
+    ``labels(n, seed)`` the label each was generated for (label-conditional G) or None."""
 
     def __init__(self, sample: Callable[[int, int], torch.Tensor], image_shape: tuple[int, int, int],
                  parties: PartyLabels | None, settings: EvalSettings | None = None,
+                 labels: Callable[[int, int], torch.Tensor | None] | None = None,
                  evaluation: RunEvaluation | None = None,
                  no_evaluation_reason: str = "no evaluation domain was given for these images") -> None:
         self._sample = sample
+        self._labels = labels
         self.image_shape = image_shape
         self._parties = parties
         self.settings = settings or EvalSettings()
@@ -116,6 +119,11 @@ class EvalContext:
         if self._parties is None:
             raise MetricUnavailable("no parties.json for this run: the parties' label counts are unknown")
         return self._parties
+
+    @cached_property
+    def generated_labels(self) -> torch.Tensor | None:
+        """The label each generated image was made for (a label-conditional G), else None."""
+        return None if self._labels is None else self._labels(self.settings.generated, self.settings.seed)
 
     @cached_property
     def generated(self) -> torch.Tensor:

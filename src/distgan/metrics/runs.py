@@ -28,7 +28,8 @@ from distgan.metrics.base import (
     default_metrics,
 )
 from distgan.metrics.domains import DomainDecision, RunEvaluation, run_domain, run_evaluation
-from distgan.sampling import generate, load_generator
+from distgan.models.conditional import generated_labels
+from distgan.sampling import generate, load_generator, seeded_latents
 
 if TYPE_CHECKING:
     from distgan.config import Config
@@ -121,7 +122,8 @@ class RunMetrics:
             from distgan.metrics.digits import generated_outputs
 
             generated_outputs(EvalContext(lambda n, s: torch.zeros(n, *self.image_shape), self.image_shape, None,
-                                          probe, self.evaluation, self.decision.note))
+                                          probe, evaluation=self.evaluation,
+                                          no_evaluation_reason=self.decision.note))
 
     def context(self) -> EvalContext:
         coordinator = self.coordinator
@@ -130,8 +132,11 @@ class RunMetrics:
         def sample(count: int, seed: int) -> torch.Tensor:
             return generate(coordinator.strategy.sampling_generator(), count, seed, latent_dim, device)
 
-        return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings,
-                           self.evaluation, self.decision.note)
+        def labels(count: int, seed: int) -> torch.Tensor | None:
+            return generated_labels(coordinator.strategy.sampling_generator(), seeded_latents(count, latent_dim, seed))
+
+        return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings, labels,
+                           evaluation=self.evaluation, no_evaluation_reason=self.decision.note)
 
     def measure(self, names: list[str]) -> MetricValues:
         started = time.perf_counter()
@@ -190,8 +195,11 @@ def evaluate_run(run_dir: Path, round_number: int | None = None, names: list[str
     def sample(count: int, seed: int) -> torch.Tensor:  # the latents of training-time metrics
         return generate(generator, count, seed, config.model.latent_dim, settings.device)
 
-    context = EvalContext(sample, image_shape, parties_of(run_dir), settings,  # type: ignore[arg-type]
-                          evaluation, decision.note)
+    def labels(count: int, seed: int) -> torch.Tensor | None:
+        return generated_labels(generator, seeded_latents(count, config.model.latent_dim, seed))
+
+    context = EvalContext(sample, image_shape, parties_of(run_dir), settings, labels,  # type: ignore[arg-type]
+                          evaluation=evaluation, no_evaluation_reason=decision.note)
     values = compute_metrics(context, chosen)
     values[UNAVAILABLE_KEY] = evaluator_statement(decision)
     return found_round, values
