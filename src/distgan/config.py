@@ -44,7 +44,8 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 @dataclass
 class DataConfig:
     source: str = "mnist"
-    """Data source, ``NAME`` or ``NAME:ARG`` (``mnist``, ``mnist:DIR``, ``folder:DIR``, ``lsun:DIR``, ``fake``)."""
+    """Data source, ``NAME`` or ``NAME:ARG`` (``mnist``, ``mnist:DIR``, ``fashion-mnist``, ``folder:DIR``, ``lsun:DIR``,
+    ``fake``)."""
     split: str = "labels:0-4/5-9"
     """How samples are divided among parties: ``iid``, ``labels:0-4/5-9``, ``one-label``, ``dirichlet:ALPHA``."""
     parties: int = 2
@@ -52,7 +53,11 @@ class DataConfig:
     image_size: int | None = None
     """Side of the square images fed to the models; None takes the model's natural size."""
     limit: int | None = None
-    """Use only the first N samples of the source (after a seeded shuffle); None uses all."""
+    """Use only the first N samples of the source's train part (after a seeded shuffle); None uses all."""
+    test: int | None = None
+    """Samples held out as the test split (no party receives them: metrics' reference, audit's non-members)
+    for sources without one of their own (``folder:``, ``lsun:``, ``fake``): a fixed draw, stratified by label.
+    Must stay unset for ``mnist`` (a fixed 1,000-digit split) and IDX folders with ``t10k-*`` files."""
     labels: tuple[str, ...] | None = None
     """The run's label map: label k means the k-th name (``--set data.labels=0,1,2``). Image-folder
     parties name their labels by subfolder; each subfolder must be in the map (checked when a party
@@ -68,6 +73,8 @@ class DataConfig:
             _positive_int("data.image_size", self.image_size)
         if self.limit is not None:
             _positive_int("data.limit", self.limit)
+        if self.test is not None:
+            _positive_int("data.test", self.test)
         if self.labels is not None:
             self.labels = tuple(str(name) for name in self.labels)
             _require(len(self.labels) > 0 and len(set(self.labels)) == len(self.labels) and all(self.labels),

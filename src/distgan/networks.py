@@ -46,6 +46,13 @@ def set_flat_parameters(module: nn.Module, indices: torch.Tensor, values: torch.
             offset += count
 
 
+def train_mode(module: nn.Module) -> None:
+    """``module.train()`` unless it is in training mode already: the call walks every submodule, and the
+    hot path asks for it on every step (distgan never sets a submodule apart from its network)."""
+    if not module.training:
+        module.train()
+
+
 def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 

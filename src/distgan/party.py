@@ -40,6 +40,7 @@ from distgan.networks import (
     flat_parameters,
     load_adam_state,
     set_flat_parameters,
+    train_mode,
 )
 from distgan.run_folder import prune_checkpoints, round_stem
 from distgan.seeding import draw_seed, make_generator, seeded
@@ -119,7 +120,7 @@ class Party:
         fakes = fakes.repeat_interleave(self._train.d_steps, dim=0) if self._train.d_steps > 1 else fakes
         if self.privacy is not None and self.privacy.private_discriminator:
             return self.privacy.discriminator_steps(fakes)
-        self.discriminator.train()
+        train_mode(self.discriminator)
         totals = torch.zeros(3)
         for fake in fakes.to(self._device):
             real = self._real_batch(fake.shape[0])
@@ -142,7 +143,7 @@ class Party:
             (gradient,) = torch.autograd.grad(logit.sum(), image)
             logits.append(logit.detach())
             gradients.append(gradient)
-        return torch.stack(logits).float().cpu(), torch.stack(gradients).float().cpu()
+        return p.stacked(logits), p.stacked(gradients)
 
     # -- handlers -----------------------------------------------------------------------------------
     def _train_discriminator(self, request: p.TrainDiscriminator) -> p.Message:
@@ -164,7 +165,7 @@ class Party:
         generator = self._load_generator(request)
         batch, latent = self._train.batch_size, self._factory.latent_dim
         latents = torch.randn(request.steps, batch, latent, generator=self._rng)
-        generator.train()  # as the platform's fakes: batch norm in training mode
+        train_mode(generator)  # as the platform's fakes: batch norm in training mode
         with torch.no_grad():
             fakes = torch.stack([generator(z.to(self._device)) for z in latents])
         return self._upload_after_training(request, fakes)
@@ -208,7 +209,7 @@ class Party:
         assert self._g_optimizer is not None
         batch, latent = self._train.batch_size, self._factory.latent_dim
         totals = torch.zeros(4)
-        generator.train()
+        train_mode(generator)
         for _ in range(steps):
             z = torch.randn(batch, latent, generator=self._rng).to(self._device)
             fake = generator(z)

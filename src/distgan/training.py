@@ -11,7 +11,7 @@ import torch
 
 from distgan import protocol as p
 from distgan import run_folder
-from distgan.assembly import resolve_device
+from distgan.assembly import resolve_device, test_split_statement
 from distgan.checkpoint import CheckpointError
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook
@@ -116,9 +116,11 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
         sizes[party] = description.samples
         labels = [i for i, c in enumerate(description.label_counts.tolist()) if c > 0]
         log.info("party %d: %d samples, labels %s", party, description.samples, labels or "unlabelled")
+    test_split = test_split_statement(config)
+    log.info("test split (no party holds it): %s", test_split)
     run_folder.write_parties(run_dir, {j: {"samples": sizes[j],
                                            "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
-                                       for j in sizes})
+                                       for j in sizes}, test_split)
     trainer = GeneratorTrainer(factory, config.train, config.runtime.seed, resolve_device(config.runtime.device))
     strategy = strategy_class(StrategyContext(config, trainer, factory, sizes))
     return Coordinator(config, run_dir, parties, strategy)

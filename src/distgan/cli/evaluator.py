@@ -10,10 +10,10 @@ from pathlib import Path
 from distgan.cli.common import COMMANDS, Command, non_negative_int, positive_int
 
 DESCRIPTION = """\
-The digit metrics (cfid, coverage, party-coverage, cis, tstr) use a small CNN trained on a fixed
-4,000-digit split of the bundled MNIST; its weights ship inside the package. `train` reproduces
+The digit metrics (cfid, coverage, party-coverage, cis, tstr) use a small CNN trained on the
+4,000-digit train part of the bundled MNIST; its weights ship inside the package. `train` reproduces
 them (about 1 minute of CPU per 2 epochs on a busy 2-core machine), `accuracy` checks them on the
-1,000 held-out digits.
+1,000 digits of the test split, which no party and no evaluator ever trains on.
 Examples:
   distgan evaluator accuracy
   distgan evaluator train --out my-evaluator.safetensors
@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="weights file to write (default: the package's own assets/mnist-evaluator.safetensors)")
     train.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the shipped recipe's)")
     train.add_argument("--seed", type=non_negative_int, default=None, help="seed (default: the shipped recipe's)")
-    check = actions.add_parser("accuracy", help="accuracy of the evaluator on the 1,000 held-out digits")
+    check = actions.add_parser("accuracy", help="accuracy of the evaluator on the 1,000 test-split digits")
     check.add_argument("--weights", type=Path, default=None, metavar="PATH", help="weights file (default: shipped)")
 
 

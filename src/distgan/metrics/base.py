@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from distgan.registry import Registry
+from distgan.run_folder import TEST_SPLIT
 
 log = logging.getLogger("distgan")
 
@@ -47,6 +48,7 @@ class PartyLabels:
     def load(cls, path: Path) -> PartyLabels:
         try:
             raw = json.loads(path.read_text())
+            raw.pop(TEST_SPLIT, None)  # the test split's statement, not a party
             samples = {int(k): int(v["samples"]) for k, v in raw.items()}
             counts = {int(k): [int(c) for c in v["label_counts"]] for k, v in raw.items()}
         except FileNotFoundError:
