@@ -88,7 +88,9 @@ def _clientapp_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) 
     group.add_argument("--clientapp", choices=["resident", "per-message"], default="resident",
                        help="resident: one party process per run on each SuperNode keeps the party in memory "
                             "(flwr 1.42's task API; other Flower versions fall back, with a log line); "
-                            "per-message: Flower starts a ClientApp process for every message (default resident)")
+                            "per-message: Flower starts a ClientApp process for every message (default resident). "
+                            "With resident parties, DISTGAN_SUPERNODE_POLL=S in the environment shortens the "
+                            "SuperNode's hard-coded 3 s / 0.5 s waits to S (a run-time patch of flwr 1.42; README)")
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:

@@ -4,8 +4,11 @@ Start-up greets every node (``query.hello`` with the run's config); each answers
 its node config names (``partition-id``) and its party's Description (which then answers the
 coordinator's first Describe), so party j is always the node that says it is j, whatever node id
 Flower gave it. Requests then go out with ``push_messages`` and replies are collected with
-``pull_messages`` every ``poll_interval_s`` (not ``send_and_receive``, which sleeps 3 s between
-pulls in deployment). A reply that carries a Flower error, fails to decode, or comes from the wrong
+``pull_messages`` every ``poll_interval_s``, backing off by half per empty pull to at most
+``REPLY_POLL_CAP_S`` (not ``send_and_receive``, which sleeps 3 s between pulls in deployment): a
+quick reply is seen within tens of milliseconds, and a message that takes minutes is not polled
+thousands of times, each poll a chance to catch a reply whose objects are still uploading (Flower's
+Grid then waits 1 s or more for them). A reply that carries a Flower error, fails to decode, or comes from the wrong
 node is that party's failure; a party silent for ``reply_timeout_s`` has failed too. The base class
 then leaves it out and goes on (``runtime.on_party_failure = "continue"``) or stops the run.
 
@@ -49,6 +52,9 @@ class PartyTimeoutError(PartyLostError):
     """A party did not answer within the reply timeout."""
 
 
+REPLY_POLL_CAP_S = 0.1
+"""The longest wait between pulls for replies."""
+
 LOST_NODE_ERRORS = frozenset({ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
                               ErrorCode.NODE_UNAVAILABLE, ErrorCode.CLIENT_APP_CRASHED})
 """Flower's error codes for a node (or its ClientApp process) that is gone rather than a party that failed."""
@@ -66,7 +72,7 @@ class FlowerSettings:
     discovery_timeout_s: float = 600.0
     """Seconds to wait for every party's SuperNode to connect and answer the greeting."""
     poll_interval_s: float = 0.02
-    """Seconds between pulls for replies."""
+    """Seconds between pulls for replies at first (then backing off to ``REPLY_POLL_CAP_S``)."""
 
     def __post_init__(self) -> None:
         if self.reply_timeout_s is not None and not self.reply_timeout_s > 0:
@@ -294,6 +300,7 @@ class FlowerParties(Parties):
                                                    f"{self.nodes[party]} (too large, or the node is gone)")
         party_seconds = 0.0
         timeout = self.settings.reply_timeout_s
+        delay = self.settings.poll_interval_s
         while pending:
             for reply in self._grid.pull_messages(list(pending)):
                 party = pending.pop(reply.metadata.reply_to_message_id, -1)
@@ -307,7 +314,8 @@ class FlowerParties(Parties):
                     outcomes[party] = PartyTimeoutError(f"node {self.nodes[party]} sent no reply within {timeout:g} s")
                 break
             if pending:
-                time.sleep(self.settings.poll_interval_s)
+                time.sleep(delay)
+                delay = min(max(REPLY_POLL_CAP_S, self.settings.poll_interval_s), delay * 1.5)
         ended = time.perf_counter()
         self.overhead.exchanges.append(_Exchange(ended, ended - started, party_seconds, len(messages)))
         self._lost.update(j for j, outcome in outcomes.items() if isinstance(outcome, PartyLostError))
