@@ -51,6 +51,8 @@ def _examples() -> list[p.Message]:
         p.DeltaUpload(stats, torch.tensor([1, 2]), torch.tensor([0.1, 0.2])),
         p.WeightsReply(stats, generator=weights, g_loss=0.3),
         p.Description(5, torch.tensor([2, 3]), torch.tensor([1, 4, 4])), p.Ack(),
+        p.ReleaseEmbedding(feature_seed=3, features=4, lengthscale=2.5, num_labels=2),
+        p.EmbeddingRelease(torch.randn(5, 2), feature_seed=3, features=4, lengthscale=2.5, epsilon=1.5),
     ]
 
 
@@ -100,6 +102,10 @@ PRIVATE = {"privacy__noise_multiplier": 1.0}
 """DP-SGD in every party: its privacy ledger and noise state must survive between messages too."""
 
 
+PRIVATE_RELEASE = {"privacy__epsilon": 5.0, "strategy__random_features": 64}
+"""dp-merf under DP: one Gaussian release per party, in one round trip, cached in the node's state."""
+
+
 def _fault_mod(message, context, call_next):
     """Party 1 fails from its second training message on, in sessions named fault-*; in sessions
     named fault-lost-*, its node is gone for one training message after its first checkpoint (Flower's
@@ -131,6 +137,7 @@ def simulated(tmp_path_factory) -> dict[str, Any]:
     fault = parity_config("round-robin")
     runs = {name: ServerRun(parity_config(name), root / "flower" / name) for name in STRATEGIES.names()}
     runs["private"] = ServerRun(parity_config("avg-output", **PRIVATE), root / "flower" / "private")
+    runs["private-dp-merf"] = ServerRun(parity_config("dp-merf", **PRIVATE_RELEASE), root / "flower" / "private-dp-merf")
     # A run stopped after round 2 and resumed on Flower (parties reload their checkpoints).
     runs["resume-first"] = ServerRun(parity_config("avg-output", train__rounds=2), root / "flower" / "resumed")
     runs["resume-second"] = ServerRun(parity_config("avg-output"), root / "flower" / "resumed", resume=True)
@@ -193,8 +200,24 @@ def test_flower_simulation_equals_in_process(simulated, strategy):
     tolerance = 5e-2 if strategy == "private" else 1e-4
     for round_local, round_flower in zip(local, flower):
         _assert_close(round_local, round_flower, f"{strategy} round {round_local['round']}", tolerance)
-        assert 0 <= round_flower["overhead_share"] <= 1 and round_flower["messages"] >= 1
+        # dp-merf's rounds after the release send nothing: post-processing on the platform
+        assert 0 <= round_flower["overhead_share"] <= 1 and round_flower["messages"] >= (1 if round_flower["parties"] else 0)
     assert (simulated["root"] / "flower" / strategy / "checkpoints" / "round-0000003.json").is_file()
+
+
+def test_a_private_dp_merf_run_releases_once_per_node_on_flower(simulated):
+    outcome = simulated["outcomes"]["private-dp-merf"]
+    assert not isinstance(outcome, Exception), f"private dp-merf failed on Flower: {outcome!r}"
+    local_dir = simulated["root"] / "local" / "private-dp-merf"
+    local_dir.mkdir(parents=True)
+    training.train(parity_config("dp-merf", **PRIVATE_RELEASE), local_dir, quiet=True)
+    local, flower = _records(local_dir), _records(simulated["root"] / "flower" / "private-dp-merf")
+    assert len(local) == len(flower) == 3
+    # Round 1 is the one round trip to each party; its ledger entry is exactly one Gaussian release.
+    assert {j: s["epsilon"] for j, s in flower[0]["parties"].items()} == \
+        {j: s["epsilon"] for j, s in local[0]["parties"].items()}
+    assert all(0 < s["epsilon"] <= 5.0 for s in flower[0]["parties"].values())
+    assert all(not record["parties"] for record in flower[1:])
 
 
 def test_a_flower_run_resumes_where_it_stopped(simulated):

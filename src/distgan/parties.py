@@ -85,6 +85,11 @@ def check_reply(sender: str, request: p.Message, reply: p.Message, models: Model
             raise p.ProtocolError(f"{sender}: {reply.kind}.input_gradients has shape "
                                   f"{tuple(reply.input_gradients.shape)}, but {tuple(request.fakes.shape)} "
                                   "images were sent")
+    if isinstance(request, p.ReleaseEmbedding) and isinstance(reply, p.EmbeddingRelease) \
+            and not reply.answers(request):
+        raise p.ProtocolError(f"{sender}: {reply.kind} is not the embedding {request.kind} asked for "
+                              f"({reply.features} features, lengthscale {reply.lengthscale}, seed "
+                              f"{reply.feature_seed}, {reply.embedding.shape[1]} labels)")
     if models is None:
         return
     if isinstance(reply, p.DeltaUpload) and len(reply.indices):

@@ -85,6 +85,7 @@ class Party:
             p.SaveState: self._save_state,
             p.LoadState: self._load_state,
             p.Describe: self._describe,
+            p.ReleaseEmbedding: self._release_embedding,
             p.GenerateAndUpload: self._generate_and_upload,
             p.TrainGeneratorEpoch: self._train_generator_epoch,
         }
@@ -260,6 +261,29 @@ class Party:
         counts = torch.bincount(labels, minlength=self._num_labels) if len(labels) else torch.zeros(0)
         return p.Description(samples=len(self._data), label_counts=counts.long(),
                              image_shape=torch.tensor(self._factory.image_shape, dtype=torch.int64))
+
+    def _release_embedding(self, request: p.ReleaseEmbedding) -> p.Message:
+        """dp-merf: the exact summed label embedding; a private party's release filter noises it once
+        and caches it, so a repeated request is answered from the cache without touching the data."""
+        from distgan.privacy.random_features import RandomFeatures, embed_images
+
+        if self.privacy is not None:
+            cached = self.privacy.cached_release(request)
+            if cached is not None:
+                return cached
+        labels = self._data.labels
+        if request.num_labels == 1:
+            labels = torch.zeros_like(labels)  # an unconditional embedding: every record in one column
+        elif bool((labels < 0).any()):
+            raise p.ProtocolError(f"{self.name}: {request.kind} with {request.num_labels} labels, but this "
+                                  "party's data is unlabelled (ask for num_labels=1)")
+        elif int(labels.max()) >= request.num_labels:
+            raise p.ProtocolError(f"{self.name}: {request.kind} asks for {request.num_labels} labels, this party "
+                                  f"holds label {int(labels.max())}")
+        feature_map = RandomFeatures(request.feature_seed, request.features, request.lengthscale,
+                                     math.prod(self._factory.image_shape))
+        return p.EmbeddingRelease(embed_images(self._data.images, labels, feature_map, request.num_labels),
+                                  request.feature_seed, request.features, request.lengthscale)
 
     # -- state ----------------------------------------------------------------------------------
     def _state_stem(self, round_index: int) -> Path:

@@ -19,6 +19,7 @@ from distgan.generator import GeneratorTrainer
 from distgan.health import CollapseDetector, stale_feedback_warning
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
+from distgan.models.conditional import label_conditional
 from distgan.parties import ModelReference, Parties
 from distgan.plots import plot_losses
 from distgan.report import attach_report
@@ -107,6 +108,8 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
     descriptions = parties.request_all(p.Describe())
     image_shape = described_image_shape(descriptions)
     factory = build_models(config.model, image_shape)
+    if strategy_class.label_conditional:
+        factory = label_conditional(config.model, image_shape, described_label_count(descriptions))
     with torch.device("meta"):  # shapes only: no memory, no draw from any RNG
         models = ModelReference.of(factory.generator(), factory.discriminator())
     parties.configure(run_expectations(config, image_shape), models)
@@ -128,6 +131,11 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
 
 def run_expectations(config: Config, image_shape: tuple[int, int, int]) -> p.Expectations:
     return p.Expectations(image_shape, config.train.batch_size, config.train.local_steps * 4)
+
+
+def described_label_count(descriptions: dict[int, p.Message]) -> int:
+    """The number of labels of the parties' data source (1 when it is unlabelled)."""
+    return max([1] + [len(d.label_counts) for d in descriptions.values()])  # type: ignore[attr-defined]
 
 
 def described_image_shape(descriptions: dict[int, p.Message]) -> tuple[int, int, int]:
