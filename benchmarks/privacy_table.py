@@ -2,12 +2,13 @@
 
 Each cell is ``distgan train`` followed by ``distgan audit``, then TSTR computed here: a fresh CNN
 (:func:`distgan.metrics.digits.train_classifier`) trained on ``--tstr-samples`` generated images and
-tested on the **test split no party saw**: the samples of the source after ``data.limit``, which are
-also the audit's non-members. Labels of the generated images: the labels a label-conditional G (dp-merf)
+tested on the **test split no party saw**: the audit's non-members (``privacy.audit.non_members``: the
+source's test split, and the samples after ``data.limit``). Labels of the generated images: the labels a label-conditional G (dp-merf)
 made them for, else the MNIST evaluator's predictions (digits only). Data sets (``--data``):
 
-- ``mnist``: the bundled 5,000 digits, ``labels:0-4/5-9``, ``data.limit=4000``: 2 parties x ~2,000,
-  1,000 test digits.
+- ``mnist``: the bundled 5,000 digits, ``labels:0-4/5-9``: 2 parties x ~2,000, 1,000 test digits (the
+  source's fixed stratified test split; ``data.limit=4000`` keeps the parties' shares at 4,000 when a
+  source has no test split of its own).
 - ``fashion``: Fashion-MNIST's 70,000 images (Debian's train and t10k files joined into one IDX folder
   under ``--work``), ``labels:0-4/5-9``, ``data.limit=60000``: 2 parties x 30,000, 10,000 test images.
 
