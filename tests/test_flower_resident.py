@@ -250,3 +250,21 @@ def test_the_supernode_poll_setting_shortens_only_the_waits_it_was_tested_on(mon
     loop.time.sleep(0.01)
     assert slept == [0.02, 0.02, 0.01]
     assert loop.time.monotonic is time.monotonic  # everything else is the time module's
+
+
+def test_a_node_stops_party_processes_without_tasks_and_keeps_the_busy_one():
+    import subprocess
+    import sys
+
+    def party_process(run_id: int, idle_s: float) -> Any:
+        process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+        return resident._PartyProcess(run_id, process, last_task=time.monotonic() - idle_s)
+
+    node = resident.Node("127.0.0.1:9", None)
+    node.parties[1], node.parties[2] = party_process(1, resident.PARTY_IDLE_S + 60), party_process(2, 5)
+    ended = node.parties[1].process
+    node.stop_idle(time.monotonic() - resident.PARTY_IDLE_S)
+    assert list(node.parties) == [2] and ended.returncode == 0  # stdin closed: it ended by itself
+    node.stop()
+    assert node.parties == {}

@@ -16,9 +16,9 @@ from distgan import protocol as p
 from distgan.assembly import make_factory, plan_data
 from distgan.config import Config
 from distgan.losses import discriminator_loss, generator_loss
+from distgan.parties import ModelReference, check_reply
 from distgan.party import adam, build_discriminator, build_generator, to_unit_range
 from distgan.privacy.accounting import make_plan
-from distgan.runtime.base import ModelReference, check_reply
 from distgan.seeding import draw_seed, make_generator, seeded
 from distgan.training import train
 from tests.conftest import tiny_config

@@ -195,6 +195,12 @@ class StrategyConfig:
     swap_per_epoch: bool = False
     """md-gan: swap once per epoch instead (MD-GAN's own rule, E = 1 local epoch): every
     ceil(mean party size / batch size) rounds, from the parties' public sample counts."""
+    random_features: int = 2000
+    """dp-merf: random Fourier features of the released embedding (even; features / 2 frequencies). More
+    features resolve the kernel better but spread the same noise over more coordinates (docs/PRIVACY.md)."""
+    kernel_scale: float = 0.73
+    """dp-merf: the Gaussian kernel's lengthscale is kernel_scale * sqrt(pixels) for images in [-1, 1], a
+    public rule (0.73 is DP-MERF's MNIST choice); never a statistic of private data."""
     switch: str = "batch"
     """round-robin / centralized: when G moves on to the next party. ``batch``: after every batch (G stays on
     the platform; fakes go down, D's feedback comes up). ``epoch``: the paper's Alg. 3 -- G's weights and Adam
@@ -212,6 +218,10 @@ class StrategyConfig:
         _choice("strategy.selection", self.selection, ("largest", "random"))
         _choice("strategy.server_update", self.server_update, ("max", "mean", "sum"))
         _positive_int("strategy.swap_every", self.swap_every)
+        _positive_int("strategy.random_features", self.random_features)
+        _require(self.random_features % 2 == 0 and self.random_features >= 2, "strategy.random_features",
+                 self.random_features, "must be even (cos and sin of each frequency)")
+        _positive_float("strategy.kernel_scale", self.kernel_scale)
         _choice("strategy.switch", self.switch, ("batch", "epoch"))
         _choice("strategy.fakes", self.fakes, ("coordinator", "party"))
 
@@ -228,7 +238,8 @@ class PrivacyConfig:
     """Explicit noise multiplier sigma; when set, epsilon is only a budget that stops the run."""
     mechanism: str = "auto"
     """How a party is made private (docs/PRIVACY.md): ``dp-sgd`` on its discriminator (``auto``: every
-    strategy) or ``gradient-sanitizer`` (GS-WGAN) on the feedback of feedback-only strategies."""
+    strategy) or ``gradient-sanitizer`` (GS-WGAN) on the feedback of feedback-only strategies; ``mean-embedding``
+    is dp-merf's one Gaussian release (``auto`` picks it for dp-merf)."""
 
     def __post_init__(self) -> None:
         if self.epsilon is not None:
@@ -239,7 +250,7 @@ class PrivacyConfig:
         _positive_float("privacy.max_grad_norm", self.max_grad_norm)
         if self.noise_multiplier is not None:
             _positive_float("privacy.noise_multiplier", self.noise_multiplier)
-        _choice("privacy.mechanism", self.mechanism, ("auto", "dp-sgd", "gradient-sanitizer"))
+        _choice("privacy.mechanism", self.mechanism, ("auto", "dp-sgd", "gradient-sanitizer", "mean-embedding"))
 
     @property
     def enabled(self) -> bool:
@@ -311,7 +322,7 @@ class Config:
         if self.train.parties_per_round is not None:
             _require(self.train.parties_per_round <= self.data.parties, "train.parties_per_round",
                      self.train.parties_per_round, f"must not exceed data.parties={self.data.parties}")
-        if self.privacy.enabled and self.privacy.mechanism != "gradient-sanitizer":
+        if self.privacy.enabled and self.privacy.mechanism != "gradient-sanitizer" and self.strategy.name != "dp-merf":
             # DP-SGD clips per-sample gradients; batch norm mixes the samples of a batch (Opacus refuses it).
             _require(not (self.model.name == "dcgan" and self.model.norm == "batch"), "model.norm", self.model.norm,
                      "differential privacy (DP-SGD on the discriminator) needs per-sample gradients, which batch "

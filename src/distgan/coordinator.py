@@ -38,9 +38,9 @@ from distgan.checkpoint import (
 )
 from distgan.config import Config
 from distgan.images import save_grid
+from distgan.parties import Parties
 from distgan.privacy.budget import BudgetMonitor
 from distgan.run_folder import checkpoint_stems, truncate_jsonl  # noqa: F401  (checkpoint_stems: old import path)
-from distgan.runtime.base import Parties
 from distgan.seeding import make_generator
 from distgan.strategies.base import RoundResult, Strategy
 
@@ -64,8 +64,10 @@ class Progress:
         eta = (total - round_number) / rate if rate > 0 else float("inf")
         d_losses = "/".join(f"{s['d_loss']:.2f}" for s in record["parties"].values())
         extras = "".join(f" | {k} {v:.3g}" for k, v in record.get("metrics", {}).items())
+        # Slow rounds (a deployed message costs seconds) read as seconds per round, never "0.0 rounds/s".
+        speed = f"{rate:.1f} rounds/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s/round"
         return (f"round {round_number}/{total} | D {d_losses} | G {record['g_loss']:.2f} | "
-                f"{rate:.1f} rounds/s | ETA {_duration(eta)}{extras}")
+                f"{speed} | ETA {_duration(eta)}{extras}")
 
 
 def _duration(seconds: float) -> str:

@@ -22,6 +22,9 @@ import torch
 
 MAX_MESSAGE_BYTES = 1 << 30
 """Refuse any message over 1 GiB: no legitimate message of a supported model comes close."""
+MAX_RANDOM_FEATURES = 1 << 17
+"""dp-merf: at most this many random features (an embedding of 1,000 labels is then 0.5 GiB)."""
+MAX_LABELS = 1000
 
 Scalar = int | float | str | bool
 Weights = dict[str, torch.Tensor]
@@ -41,9 +44,10 @@ class Expectations:
     max_bytes: int = MAX_MESSAGE_BYTES
 
 
-REVEALS = ("public", "stats", "feedback", "weights")
+REVEALS = ("public", "stats", "feedback", "weights", "embedding")
 """What a reply can reveal of a party's data, for its privacy filter (privacy.mechanisms.release):
-public metadata or nothing; D's loss statistics; D's scores and gradients on generated images; weights."""
+public metadata or nothing; D's loss statistics; D's scores and gradients on generated images; weights;
+a statistic of the data itself, released once (dp-merf's embedding)."""
 
 
 class Message:
@@ -347,6 +351,33 @@ class Describe(Message):
     runs_discriminator: ClassVar[bool] = False
 
 
+@dataclass(frozen=True)
+class ReleaseEmbedding(Message):
+    """dp-merf: release, once, the sum over the party's records of ``[a phi(x), b] (x) onehot(y)`` for the
+    random Fourier features these public numbers define (:mod:`distgan.privacy.random_features`).
+    A party under DP adds Gaussian noise once and answers every repeat of the same request with the
+    same reply, spending nothing more."""
+
+    kind: ClassVar[str] = "query.release_embedding"
+    direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.embedding",)
+    runs_discriminator: ClassVar[bool] = False
+    feature_seed: int
+    features: int
+    lengthscale: float
+    num_labels: int
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        if not (2 <= self.features <= MAX_RANDOM_FEATURES and self.features % 2 == 0):
+            raise ProtocolError(f"{sender}: {self.kind}.features={self.features} must be even, in [2, "
+                                f"{MAX_RANDOM_FEATURES}]")
+        if not 1 <= self.num_labels <= MAX_LABELS:
+            raise ProtocolError(f"{sender}: {self.kind}.num_labels={self.num_labels} outside [1, {MAX_LABELS}]")
+        if not self.lengthscale > 0 or self.feature_seed < 0:
+            raise ProtocolError(f"{sender}: {self.kind} lengthscale={self.lengthscale} and "
+                                f"feature_seed={self.feature_seed} must be positive")
+
+
 # -- replies (party -> coordinator) ---------------------------------------------------------------
 @dataclass(frozen=True)
 class DiscriminatorStats(Message):
@@ -463,6 +494,32 @@ class Description(Message):
 
 
 @dataclass(frozen=True)
+class EmbeddingRelease(Message):
+    """dp-merf: a party's summed label embedding ``[features + 1, num_labels]`` (under DP with its
+    Gaussian noise), for the request it answers; ``epsilon``: privacy the party has spent so far."""
+
+    kind: ClassVar[str] = "reply.embedding"
+    direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "embedding"
+    embedding: torch.Tensor
+    feature_seed: int
+    features: int
+    lengthscale: float
+    epsilon: float = 0.0
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        _shape(sender, self.kind, "embedding", self.embedding, (self.features + 1, None))
+        if not 1 <= self.embedding.shape[1] <= MAX_LABELS:
+            raise ProtocolError(f"{sender}: {self.kind}.embedding has {self.embedding.shape[1]} label columns, "
+                                f"expected 1 to {MAX_LABELS}")
+
+    def answers(self, request: ReleaseEmbedding) -> bool:
+        """Whether this is the embedding that ``request`` asked for (the same public feature map)."""
+        return (self.feature_seed, self.features, self.lengthscale, self.embedding.shape[1]) == \
+            (request.feature_seed, request.features, request.lengthscale, request.num_labels)
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """A request done, nothing to report."""
 
@@ -473,9 +530,9 @@ class Ack(Message):
 
 REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
                                        ExportDiscriminator, ImportDiscriminator, SaveState, LoadState, Describe,
-                                       GenerateAndUpload, TrainGeneratorEpoch)
+                                       GenerateAndUpload, TrainGeneratorEpoch, ReleaseEmbedding)
 REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack,
-                                      GeneratorReply)
+                                      GeneratorReply, EmbeddingRelease)
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.kind: cls for cls in REQUESTS + REPLIES}
 
 

@@ -27,15 +27,16 @@ import torch.multiprocessing as mp
 from distgan import protocol as p
 from distgan.assembly import build_party, plan_data
 from distgan.config import Config
+from distgan.parties import Parties, PartyFailedError, PartyLostError
 from distgan.party import Party
-from distgan.runtime.base import Parties, PartyFailedError, PartyLostError
 
 log = logging.getLogger("distgan")
 
 MAX_WORKER_RESTARTS = 3
 
 
-def build_local_parties(config: Config, run_dir: Path, pooled: bool, expectations: p.Expectations) -> Parties:
+def build_local_parties(config: Config, run_dir: Path, pooled: bool,
+                        expectations: p.Expectations | None = None) -> Parties:
     count = 1 if pooled else config.data.parties
     if config.runtime.workers == 0:
         plan = plan_data(config)
@@ -47,7 +48,8 @@ def build_local_parties(config: Config, run_dir: Path, pooled: bool, expectation
 
 
 class InProcessParties(Parties):
-    def __init__(self, parties: list[Party], expectations: p.Expectations, stop_on_failure: bool = False) -> None:
+    def __init__(self, parties: list[Party], expectations: p.Expectations | None = None,
+                 stop_on_failure: bool = False) -> None:
         super().__init__(len(parties), expectations, stop_on_failure)
         self._parties = parties
 
@@ -149,7 +151,7 @@ class WorkerParties(Parties):
     """Parties in ``runtime.workers`` processes (spawned, so each reads its own data)."""
 
     def __init__(self, config: Config, run_dir: Path, pooled: bool, count: int,
-                 expectations: p.Expectations) -> None:
+                 expectations: p.Expectations | None = None) -> None:
         super().__init__(count, expectations, config.runtime.on_party_failure == "stop")
         workers = min(config.runtime.workers, count)
         # The cores this process may use (a container or taskset may allow fewer than the machine has),

@@ -18,8 +18,8 @@ from distgan import protocol as p
 from distgan.config import Config
 from distgan.generator import GeneratorTrainer
 from distgan.models import ModelFactory
+from distgan.parties import Parties
 from distgan.registry import Registry
-from distgan.runtime.base import Parties
 
 
 @dataclass
@@ -57,6 +57,8 @@ class Strategy(ABC):
     name: ClassVar[str]
     pooled_data: ClassVar[bool] = False
     """True for the centralized baseline: the runtime builds one party holding all shares."""
+    label_conditional: ClassVar[bool] = False
+    """True when the strategy trains a label-conditional G (:mod:`distgan.models.conditional`)."""
 
     @classmethod
     @abstractmethod
@@ -86,6 +88,11 @@ class Strategy(ABC):
     def feedback_only(cls, config: Config | None = None) -> bool:
         """Parties reveal only statistics and feedback on generated images, never weights."""
         return all(reply.reveals != "weights" for reply in cls.replies(config))
+
+    @classmethod
+    def releases_once(cls, config: Config | None = None) -> bool:
+        """Parties release a statistic of their data itself, once (dp-merf's embedding)."""
+        return any(reply.reveals == "embedding" for reply in cls.replies(config))
 
     @classmethod
     def learns_from_feedback(cls, config: Config | None = None) -> bool:

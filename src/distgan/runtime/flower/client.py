@@ -44,7 +44,7 @@ from flwr.common.constant import ErrorCode
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.party import Party
-from distgan.runtime.flower.node import NodeSettings, build_node_party, run_key_of
+from distgan.runtime.flower.node import NodeSettings, build_node_party, resume_saved_state, run_key_of
 from distgan.runtime.flower.records import envelope_of, from_content, to_content
 
 log = logging.getLogger("distgan.flower")
@@ -108,11 +108,18 @@ def _hello(content: RecordDict, context: Context, state_root: Path | None) -> Re
     config = Config.from_dict(json.loads(config_json))
     node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
+    # A node greeted in a run whose state folder holds its party's checkpoints (a restarted
+    # SuperNode, a resumed run) goes on from the newest; a resumed run's LoadState then sets the round.
+    resumed = resume_saved_state(party, node)
     # The greeting answers with the party's Description, saving deployment one round trip.
     description = party.handle(p.Describe())
     _store(context, session, config_json, party, 1, state_root)
-    log.info("node %d plays party %d in session %s", context.node_id, node.party_id, session)
-    return to_content(description, {"session": session, "party": node.party_id})
+    log.info("node %d plays party %d in session %s%s", context.node_id, node.party_id, session,
+             "" if resumed is None else f", from its state of round {resumed}")
+    extra: dict[str, int | float | str | bool] = {"session": session, "party": node.party_id}
+    if resumed is not None:
+        extra["resumed_round"] = resumed
+    return to_content(description, extra)
 
 
 def _serve(message: Message, context: Context, state_root: Path | None, keep_live: bool) -> RecordDict:

@@ -55,6 +55,9 @@ TESTED_FLWR = "1.42"
 """The Flower minor version whose task API this module speaks; other versions fall back."""
 MAX_RUNS = 2
 """Party processes a node keeps (one per run); the least recently used one beyond is stopped."""
+PARTY_IDLE_S = 900.0
+"""A party process without a task for this long is stopped (its run has likely ended); a later task
+of its run starts it again from the state it saved."""
 POLL_MIN_S = 0.005
 """Task poll interval right after a task: the next message of a run usually follows within a second."""
 POLL_ENVIRONMENT = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
@@ -312,10 +315,12 @@ def serve_run(run_id: int, address: str, root_certificates: str | None, tokens: 
 class _PartyProcess:
     run_id: int
     process: subprocess.Popen[str]
+    last_task: float = 0.0
 
     def run_task(self, token: str) -> bool:
         """Hand over ``token``; True once the party reports the task done (Context pushed)."""
         assert self.process.stdin is not None and self.process.stdout is not None
+        self.last_task = time.monotonic()
         try:
             self.process.stdin.write(token + "\n")
             self.process.stdin.flush()
@@ -388,7 +393,16 @@ class Node:
             else:
                 time.sleep(delay)
                 delay = min(self.idle_poll_s, delay * 1.5)
+                self.stop_idle(time.monotonic() - PARTY_IDLE_S)
         return supernode.returncode if supernode is not None else 0
+
+    def stop_idle(self, before: float) -> None:
+        """Stop the party processes whose last task began before ``before`` (monotonic seconds)."""
+        for run_id, party in list(self.parties.items()):
+            if party.last_task < before:
+                log.info("stopping the resident party process of run %d: no task for %.0f s", run_id, PARTY_IDLE_S)
+                party.stop()
+                del self.parties[run_id]
 
     def stop(self) -> None:
         for party in self.parties.values():
