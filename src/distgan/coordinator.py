@@ -113,6 +113,7 @@ class Coordinator:
     # -- the loop ---------------------------------------------------------------------------------------
     def train_round(self, selected: list[int]) -> RoundResult:
         """The strategy's round ``self.round + 1`` with the parties ``selected``, then G's weight average."""
+        self.parties.begin_round(self.round + 1)
         result = self.strategy.run_round(self.round, self.parties, selected)
         self.trainer.update_average(self.round + 1)
         return result
@@ -240,7 +241,8 @@ class Coordinator:
             tensors.update(prefixed("sampler", sampler.state_dict()))
         meta = {"round": self.round, "image_shape": list(self.trainer.factory.image_shape), "elapsed_s": self.elapsed_s, "g_optimizer": optimizer_meta,
                 "failed_parties": {str(k): v for k, v in self.parties.failed.items()},
-                "parties_without_checkpoint": missing, "config": self.config.to_dict()}
+                "parties_without_checkpoint": missing, "config": self.config.to_dict(),
+                "request_session": self.parties.request_session}
         stem = self._stem(self.round)
         save_checkpoint(stem, tensors, meta)
         stems = checkpoint_stems(self.checkpoint_dir)
@@ -276,6 +278,9 @@ class Coordinator:
         self.round = int(meta["round"])
         self.elapsed_s = float(meta["elapsed_s"])
         self.parties.failed.update({int(k): v for k, v in meta["failed_parties"].items()})
+        # The run's name in request ids: a resumed run repeats the ids of the rounds it redoes, so
+        # private parties answer them from their journals (the first replies), never with new noise.
+        self.parties.request_session = str(meta.get("request_session", self.parties.request_session))
         self.parties.request_all(p.LoadState(self.round))
         truncate_jsonl(self.stats_path, self.round)
         truncate_jsonl(self.run_dir / "metrics.jsonl", self.round)

@@ -126,14 +126,21 @@ class Party:
         if handler is None:
             raise p.ProtocolError(f"{self.name}: no handler for {type(request).__name__}")
         request.validate("coordinator", self.expectations)
-        # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
-        # generator: runs resume bit-exactly and every runtime draws the same masks. Only requests
-        # that run D draw, so checkpoint frequency (SaveState) never changes a run's randomness.
-        randomness = seeded(draw_seed(self._rng), self._device) if isinstance(request, RUNS_DISCRIMINATOR) \
+        privacy = self.privacy
+        if privacy is None:
+            return self._run(handler, request, lambda: draw_seed(self._rng))
+        # Under DP the dropout masks come from the party's secret stream (the coordinator knows the
+        # run seed), and the answer goes through the privacy engine: journal, cache, release filter.
+        return privacy.answer(request, lambda: self._run(handler, request, privacy.dropout_seed))
+
+    def _run(self, handler: Callable[[Any], p.Message], request: p.Message, draw: Callable[[], int]) -> p.Message:
+        """Torch's global RNG (dropout in D) runs under a seed from ``draw`` for requests that run D: without
+        DP from the party's own checkpointed generator, so runs resume bit-exactly and every runtime draws
+        the same masks. Only requests that run D draw, so checkpoint frequency never changes a run."""
+        randomness = seeded(draw(), self._device) if isinstance(request, RUNS_DISCRIMINATOR) \
             else contextlib.nullcontext()
         with randomness:
-            reply = handler(request)
-        return reply if self.privacy is None else self.privacy.release(reply)
+            return handler(request)
 
     # -- the D phase ------------------------------------------------------------------------------
     def _real_batch(self, size: int) -> torch.Tensor:
@@ -280,6 +287,8 @@ class Party:
         for stem in stems[:-2]:
             for suffix in (".json", ".safetensors"):
                 stem.with_suffix(suffix).unlink(missing_ok=True)
+        if self.privacy is not None and stems:  # no load can go back before the oldest kept checkpoint
+            self.privacy.prune_replies(int(stems[-2:][0].name.removeprefix("round-")))
 
     def _load_state(self, request: p.LoadState) -> p.Message:
         self.load_state_tensors(*load_checkpoint(self._state_stem(request.round)))

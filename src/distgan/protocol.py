@@ -115,6 +115,9 @@ class TrainDiscriminator(Message):
     direction: ClassVar[str] = "down"
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     feedback: bool = False
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
@@ -127,6 +130,9 @@ class QueryFeedback(Message):
     kind: ClassVar[str] = "query.feedback"
     direction: ClassVar[str] = "down"
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
@@ -144,6 +150,9 @@ class TrainAndUpload(Message):
     selection: str
     download_indices: torch.Tensor | None = None  # int64 [k] into the flat D parameter vector
     download_values: torch.Tensor | None = None  # float32 [k] server-D weights
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
@@ -171,6 +180,9 @@ class TrainLocalGAN(Message):
     discriminator: Weights | None = None
     return_generator: bool = True
     return_discriminator: bool = True
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         if not 1 <= self.steps <= expect.max_steps:
@@ -318,6 +330,9 @@ REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainA
                                        ExportDiscriminator, ImportDiscriminator, SaveState, LoadState, Describe)
 REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack)
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.kind: cls for cls in REQUESTS + REPLIES}
+IDENTIFIED_REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN)
+"""Requests carrying a ``request_id``: those whose reply a private party computes from its data and secret
+randomness. A new request type of that kind declares the same field and joins this tuple."""
 
 
 # -- transport-neutral encoding ----------------------------------------------------------------

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import re
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,6 +116,8 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
         image_shape = plan_data(config).data.shape
         parties = build_local_parties(config, run_dir, strategy_class.pooled_data,
                                       run_expectations(config, image_shape))
+    if not parties.request_session:  # the run's name in request ids; a resume takes it from the checkpoint
+        parties.request_session = uuid.uuid4().hex[:12]
     descriptions = parties.request_all(p.Describe())
     # Remote parties (Flower) hold the data, the coordinator none: the image shape comes from them.
     image_shape = described_image_shape(descriptions)

@@ -120,6 +120,8 @@ def _serve(message: Message, context: Context, state_root: Path | None, keep_liv
     reply = party.handle(request)
     seconds = time.perf_counter() - started
     _store(context, session, str(session_record["config"]), party, _version(session_record) + 1)
+    if party.privacy is not None:  # compute time depends on the Poisson batch and the data: withheld under DP
+        seconds = 0.0
     return to_content(reply, {"session": session, "party": party.party_id, "seconds": seconds})
 
 
