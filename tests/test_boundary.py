@@ -142,8 +142,16 @@ class BoundaryInspector:
         assert best < AFFINE_COPY, f"{where} holds an affine copy of a real sample (|correlation| {best:.6f})"
 
 
+VARIANTS = ["round-robin[switch=epoch]", "server-d[fakes=party]"]
+"""Strategy options that change what travels (G's weights instead of batches), run as strategies of their own."""
+
+
 def short_config(make_config, strategy: str, privacy: str) -> Config:
-    config = make_config(strategy, rounds=3, strategy__swap_every=1, strategy__download_fraction=0.2)
+    name, _, option = strategy.rstrip("]").partition("[")
+    config = make_config(name, rounds=3, strategy__swap_every=1, strategy__download_fraction=0.2)
+    if option:
+        field_name, value = option.split("=")
+        setattr(config.strategy, field_name, value)
     if privacy != "plain":
         config.privacy.epsilon, config.privacy.mechanism = 50.0, privacy
     return config
@@ -159,7 +167,8 @@ def run_inspected(config: Config, run_dir: Path, inspector: BoundaryInspector, r
 
 # The sanitizer covers only strategies whose parties release feedback alone; the others refuse it
 # (test_the_sanitizer_refuses_strategies_that_send_weights), so they are not run under it here.
-CASES = [(strategy, privacy) for strategy in STRATEGIES.names() for privacy in ("plain", "dp-sgd", "gradient-sanitizer")
+CASES = [(strategy, privacy) for strategy in STRATEGIES.names() + VARIANTS
+         for privacy in ("plain", "dp-sgd", "gradient-sanitizer")
          if privacy != "gradient-sanitizer" or strategy in FEEDBACK_ONLY_STRATEGIES]
 
 
@@ -172,8 +181,10 @@ def test_no_message_of_any_strategy_carries_a_real_sample(make_config, tmp_path,
     config.train.rounds = 4  # resume one more round: LoadState and the party's restored state cross too
     run_inspected(config, tmp_path, inspector, resume=True)
     assert {"query.describe", "reply.description", "train.save_state", "train.load_state"} <= inspector.kinds
-    assert inspector.kinds & {"reply.feedback", "reply.deltas", "reply.weights"}, inspector.kinds
+    assert inspector.kinds & {"reply.feedback", "reply.deltas", "reply.weights", "reply.generator"}, inspector.kinds
     assert inspector.tensors_checked > 10
+    if strategy in VARIANTS:  # G's weights (and for round-robin its Adam state) crossed and were inspected
+        assert inspector.kinds & {"train.generator_epoch", "train.generate_upload"}, inspector.kinds
 
 
 def test_the_inspector_catches_an_affine_copy_of_a_real_sample(make_config) -> None:
@@ -196,7 +207,7 @@ def test_the_inspector_catches_an_affine_copy_of_a_real_sample(make_config) -> N
                                          gradients.to(torch.uint8)))
 
 
-@pytest.mark.parametrize("strategy", sorted(set(STRATEGIES.names()) - FEEDBACK_ONLY_STRATEGIES))
+@pytest.mark.parametrize("strategy", sorted(set(STRATEGIES.names()) - FEEDBACK_ONLY_STRATEGIES) + VARIANTS)
 def test_the_sanitizer_refuses_strategies_that_send_weights(make_config, tmp_path, strategy: str) -> None:
     config = short_config(make_config, strategy, "gradient-sanitizer")
     with pytest.raises(ValueError, match="does not cover strategy"):

@@ -21,6 +21,8 @@ from distgan.experiments import (
     apply_limits,
     generator_steps_per_round,
     markdown_table,
+    mean_interval,
+    mean_std,
     plan_runs,
     run_set,
 )
@@ -57,13 +59,13 @@ def test_every_experiment_plans_valid_runs(scale):
     for name in EXPERIMENTS.names():
         experiment = EXPERIMENTS.get(name)
         specs = plan_runs(experiment, [0, 1, 2], scale)
-        assert len(specs) == 3 * len(experiment.variants) * len(experiment.budgets)
+        assert len(specs) == 3 * len(experiment.variants) * len(experiment.budgets) * len(experiment.settings)
         assert len({spec.name for spec in specs}) == len(specs), "run folder names must be unique"
         assert {spec.seed for spec in specs} == {0, 1, 2}
 
 
 def test_baselines_cover_every_strategy_on_both_splits_with_equal_steps():
-    specs = plan_runs(EXPERIMENTS.get("baselines"), [0], "quick")
+    specs = [s for s in plan_runs(EXPERIMENTS.get("baselines"), [0], "quick") if s.variant.endswith("[distgan]")]
     strategies = {(s.config.strategy.name, s.config.data.split) for s in specs}
     assert {name for name, _ in strategies} == {"centralized", "round-robin", "avg-output", "server-d", "md-gan",
                                                "fedgan", "local-only"}
@@ -103,7 +105,7 @@ def test_run_set_writes_one_row_per_run_and_the_table(tmp_path):
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert set(TABLE_COLUMNS) <= set(header)
     assert len(table) == 2 + 2  # header, rule, one line per variant
-    assert "10.0 ± 0.0" in table[2]
+    assert "10.0 [10.0, 10.0]" in table[2]
     assert "rr" in (tmp_path / "report.html").read_text()  # the comparison report, first seed of each variant
     # A second call reuses the finished runs instead of training them again.
     stamp = (tmp_path / "runs" / specs[0].name / "stats.jsonl").stat().st_mtime_ns
@@ -134,19 +136,51 @@ def test_wall_time_budget_stops_the_run_early(tmp_path):
     assert row["rounds"] == 1 and "wall-time budget" in row["stop_reason"]
 
 
-def test_mean_std_marks_missing_values():
+def test_tables_give_the_mean_and_its_95_percent_t_interval_and_mark_missing_values():
     rows = [{"variant": "a", "budget": "b", "rounds": 1, "generator_steps": 1, "wall_time_s": 1.0, "cfid": c}
             for c in (1.0, 3.0, None)]
-    assert "2.0 ± 1.4 (2/3)" in markdown_table(rows)
+    # Two seeds: mean 2, sd sqrt(2), t(0.975, 1) = 12.706 -> half-width 12.706 * sqrt(2) / sqrt(2) = 12.7.
+    assert "2.0 [-10.7, 14.7] (2/3)" in markdown_table(rows)
+    assert mean_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == "3.0 [1.0, 5.0]"  # t(0.975, 4) = 2.776, sd 1.58
+    assert mean_interval([7.0]) == "7.0 [one seed]" and mean_interval([None]) == "n/a"
+    assert mean_std([1.0, 3.0, None]) == "2.0 ± 1.4 (2/3)"
     rows[0]["variant"] = "0-4|5-9"
     assert "| 0-4\\|5-9 |" in markdown_table(rows)
+
+
+def test_figures_run_the_papers_settings_beside_distgans_and_ablations_distgans_only():
+    specs = plan_runs(EXPERIMENTS.get("fig2"), [0], "quick")
+    by_setting = {spec.variant.rsplit(" ", 1)[1]: spec.config for spec in specs}
+    paper, ours = by_setting["[paper]"], by_setting["[distgan]"]
+    assert (paper.model.name, paper.train.batch_size, paper.train.lr_g, paper.train.g_average) == \
+        ("paper-mlp", 100, 2e-4, None)
+    assert paper.strategy.download_fraction is None and paper.strategy.server_update == "max"  # Alg. 1
+    assert ours.model.name == "mlp" and ours.strategy.download_fraction == 1.0
+    baselines = {(s.config.strategy.name, s.variant.endswith("[paper]")): s.config
+                 for s in plan_runs(EXPERIMENTS.get("baselines"), [0], "quick")}
+    fedgan = baselines[("fedgan", True)]
+    assert fedgan.strategy.weighted and fedgan.train.local_steps == 20
+    assert baselines[("md-gan", True)].strategy.swap_per_epoch
+    rules = plan_runs(EXPERIMENTS.get("ablation-server-rule"), [0], "quick")
+    assert [s.config.strategy.server_update for s in rules] == ["max", "mean", "sum"]
+    downloads = plan_runs(EXPERIMENTS.get("ablation-download"), [0], "quick")
+    assert [s.config.strategy.download_fraction for s in downloads] == [None, 0.1, 1.0]
+    switch = plan_runs(EXPERIMENTS.get("ablation-switch"), [0], "quick")
+    # Equal G steps: per batch, 2 steps a round; per epoch, a round is one pass over both parties' shares
+    # (ceil(n_j / 128) steps each), so the budget rounds up to whole passes.
+    per_batch, per_epoch = switch
+    assert per_batch.config.train.rounds * generator_steps_per_round(per_batch.config) == 3000
+    epoch_steps = generator_steps_per_round(per_epoch.config)
+    assert epoch_steps > 2 * 15 and 3000 <= per_epoch.config.train.rounds * epoch_steps < 3000 + epoch_steps
+    tricks = {s.variant: s.config for s in plan_runs(EXPERIMENTS.get("ablation-tricks"), [0], "quick")}
+    assert tricks["no logit bound"].model.d_logit_bound is None and tricks["no G average"].train.g_average is None
 
 
 def test_experiment_command_lists_and_rejects_unknown_names(capsys):
     assert main(["experiment", "--list"]) == 0
     assert "fig14" in capsys.readouterr().out
     assert main(["experiment", "nope"]) == 2
-    assert "valid: baselines" in capsys.readouterr().err
+    assert "valid: ablation-download" in capsys.readouterr().err
 
 
 def test_final_metrics_come_from_the_evaluation_module(tmp_path):

@@ -1,6 +1,7 @@
-"""Flower deployment with real processes on loopback: TLS, SuperNode authentication, clean shutdown.
+"""Flower deployment with real processes on loopback: TLS, SuperNode authentication, resident
+parties, clean shutdown.
 
-Slow (a minute or more: every Flower message starts a process), so marked ``slow``
+Slow (a minute or more: processes start, and SuperNodes poll every 3 s), so marked ``slow``
 (``pytest -m slow`` selects them, ``-m "not slow"`` skips them); they run by default.
 """
 
@@ -53,20 +54,25 @@ def test_flower_local_with_tls_and_auth_trains_like_distgan_train(tmp_path):
                "--set", "model.latent_dim=16"]
     assert main(["flower", "local", *options, "--out", str(run_dir), "--quiet"]) == 0
 
+    run_id = (run_dir / "run-id").read_text().strip()
     for name in ("config.json", "log.txt", "stats.jsonl", "losses.png", "parties.json",
                  "samples/round-0000002.png", "checkpoints/round-0000002.json",
-                 "parties/party-0/round-0000002.json", "parties/party-1/round-0000002.json"):
+                 f"run-{run_id}/parties/party-0/round-0000002.json", f"run-{run_id}/parties/party-1/round-0000002.json"):
         assert (run_dir / name).is_file(), name
     logs = run_dir / "flower" / "logs"
     assert "--enable-supernode-auth" in (logs / "superlink.log").read_text()
     for j in (0, 1):
-        command = (logs / f"supernode-{j}.log").read_text().splitlines()[0]
+        node_log = (logs / f"supernode-{j}.log").read_text()
+        command = node_log.splitlines()[0]
         assert "--root-certificates" in command and "--auth-supernode-private-key" in command
         assert "--insecure" not in command
+        # Resident parties: one party process per node for the whole run, no process per message.
+        assert "--isolation process" in command
+        assert node_log.count("resident party process") == 1, node_log[-2000:]
     assert processes_with_home_under(run_dir / "flower") == []
 
-    # The same config in this process gives the same numbers: party state survived the
-    # ClientApp processes Flower started for every message.
+    # The same config in this process gives the same numbers: party state lived in the resident
+    # party processes (and was pushed in the node's Context after every message).
     local_dir = tmp_path / "local-run"
     assert main(["train", *options, "--out", str(local_dir), "--quiet"]) == 0
     flower_config, local_config = (json.loads((d / "config.json").read_text()) for d in (run_dir, local_dir))

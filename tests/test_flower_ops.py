@@ -4,6 +4,8 @@ budget, stale-feedback warnings and the collapse detector."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,107 @@ def test_the_collapse_detector_fires_when_g_loss_is_flat(tmp_path):
         detector(None, r, record(r, 0.6, 0.4, 0.693147))
     assert detector.collapsed and "has not moved since round 1" in json.loads(
         (tmp_path / "health.json").read_text())["reason"]
+
+
+# -- data that keeps its meaning -------------------------------------------------------------------------
+def digit_folders(root, labels, per_label=4, size=40):
+    """An organisation's image folder: one subfolder per label, PNGs of ``size`` px (not 28)."""
+    from PIL import Image
+
+    from distgan.data.sources import make_fake
+
+    fake = make_fake(n=10 * per_label, channels=1, size=size, classes=10)
+    for index in range(len(fake)):
+        label = int(fake.labels[index])
+        if label in labels:
+            folder = root / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(fake.images[index, 0].numpy()).save(folder / f"{index}.png")
+    return root
+
+
+def node_party(config, data_dir, party_id, tmp_path):
+    from distgan.runtime.flower.node import NodeSettings, build_node_party
+
+    node = NodeSettings.from_node_config({"partition-id": party_id, "data-dir": str(data_dir)}, config, 1, tmp_path)
+    return build_node_party(config, node)
+
+
+def test_folder_parties_keep_the_global_meaning_of_their_labels(tmp_path):
+    from distgan import protocol as p
+
+    low, high = digit_folders(tmp_path / "org-a", range(5)), digit_folders(tmp_path / "org-b", range(5, 10))
+    config = flower_config("--party-data", f"folder:{low}", "--party-data", f"folder:{high}", "--parties", "2")
+    assert config.data.labels == tuple(str(k) for k in range(10))  # flower local declares the union
+    for party_id, folder, present in ((0, low, range(5)), (1, high, range(5, 10))):
+        description = node_party(config, folder, party_id, tmp_path).handle(p.Describe())
+        counts = description.label_counts.tolist()
+        assert len(counts) == 10 and [k for k, c in enumerate(counts) if c] == list(present)
+        assert description.image_shape.tolist() == [1, 28, 28]  # sized for the MLP, not 64 px
+
+
+def test_a_party_whose_folders_are_not_in_the_label_map_is_refused(tmp_path):
+    from distgan.runtime.flower.node import NodeConfigError
+
+    folder = digit_folders(tmp_path / "org", range(3))
+    (folder / "2").rename(folder / "cat")
+    config = tiny_config("avg-output", data__labels=("0", "1", "2"))
+    with pytest.raises(ValueError, match=r"subfolders cat are not in the run's label map data.labels=0,1,2"):
+        node_party(config, folder, 0, tmp_path)
+    with pytest.raises(NodeConfigError, match="the run declares no label map"):
+        node_party(tiny_config("avg-output"), folder, 0, tmp_path)
+
+
+# -- runs kept apart --------------------------------------------------------------------------------------
+def test_a_second_run_sharing_a_state_dir_leaves_the_first_runs_party_files_intact(tmp_path):
+    from distgan import protocol as p
+    from distgan.runtime.flower.node import NodeSettings, build_node_party, run_key_of
+
+    shared = tmp_path / "state"
+    config = tiny_config("avg-output")
+
+    def saved_rounds(session: str, rounds: range) -> list[str]:
+        node = NodeSettings.from_node_config({"partition-id": 1, "state-dir": str(shared)}, config,
+                                             run_key_of(session), None)
+        party = build_node_party(config, node)
+        for r in rounds:
+            party.handle(p.SaveState(r))
+        return sorted(path.name for path in node.state_root.glob("parties/party-1/*.json"))
+
+    first = saved_rounds("aaaa1111.launch1", range(1, 4))
+    assert first == ["round-0000002.json", "round-0000003.json"]  # its own pruning keeps two
+    assert saved_rounds("bbbb2222.launch1", range(1, 6)) == ["round-0000004.json", "round-0000005.json"]
+    assert sorted(p.name for p in (shared / "run-aaaa1111" / "parties" / "party-1").glob("*.json")) == first
+    # a resumed run (a new session of the same run) finds its own state again
+    assert saved_rounds("aaaa1111.launch2", range(4, 5)) == ["round-0000003.json", "round-0000004.json"]
+    assert (shared / "run-aaaa1111" / "run.json").read_text().strip() == '{"run": "aaaa1111"}'
+
+
+# -- nodes that come back ----------------------------------------------------------------------------------
+def test_the_supernode_supervisor_retries_a_refused_activation_and_leaves_no_child(tmp_path):
+    """What a quick restart meets: the SuperLink refuses activation (exit 305) while it still counts
+    the killed node online; the supervisor retries, and ends the node's process group each time."""
+    import io
+    import sys
+
+    from distgan.runtime.flower.supervise import supervise
+
+    attempts, orphan_pids = tmp_path / "attempts", tmp_path / "orphans"
+    script = (f"import os, subprocess, sys; n = len(open({str(attempts)!r}).read()) if os.path.exists("
+              f"{str(attempts)!r}) else 0; open({str(attempts)!r}, 'a').write('x'); "
+              f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              f"open({str(orphan_pids)!r}, 'a').write(f'{{child.pid}}\\n'); sys.exit(305 if n < 2 else 0)")
+    echo = io.StringIO()
+    assert supervise([sys.executable, "-c", script], dict(os.environ), echo=echo, sleep=lambda s: None) == 0
+    assert attempts.read_text() == "xxx"
+    assert echo.getvalue().count("activation refused (exit 305)") == 2
+    for pid in map(int, orphan_pids.read_text().split()):  # each attempt's child went with its group
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_exit_codes_say_what_happened():
+    from distgan.runtime.flower.supervise import exit_meaning
+
+    assert "not registered" in exit_meaning(305 % 256) and "still counts this node online" in exit_meaning(305 % 256)
+    assert "killed" in exit_meaning(-9)

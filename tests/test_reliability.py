@@ -333,7 +333,7 @@ def as_float64(request, reply):
 
 def oversized(request, reply):
     steps = reply.logits.shape[0]
-    return replace(reply, logits=torch.zeros(steps, 800), input_gradients=torch.zeros(steps, 800, 1, 28, 28))
+    return replace(reply, logits=torch.zeros(steps, 1600), input_gradients=torch.zeros(steps, 1600, 1, 28, 28))
 
 
 def acknowledgement(request, reply):

@@ -92,6 +92,19 @@ def test_md_gan_swap_round_hands_each_party_another_partys_d(tmp_path):
         assert not torch.equal(held["layers.0.weight"], exported[receiver].discriminator["layers.0.weight"])  # type: ignore[attr-defined]
 
 
+
+def test_md_gan_per_epoch_swap_comes_once_per_pass_over_a_partys_data(tmp_path):
+    # fake:n=240 in two iid halves of 120, batch 8: an epoch is 15 rounds.
+    run = build_run(tiny_config("md-gan", rounds=30, strategy__swap_per_epoch=True), tmp_path)
+    assert run.strategy.swap_interval() == 15
+    swapped_after = []
+    for index in range(16):
+        run.log.clear()
+        run.round()
+        if run.requests(p.ExportDiscriminator):
+            swapped_after.append(index + 1)
+    assert swapped_after == [15]
+
 # -- local-only ----------------------------------------------------------------------------------
 def test_local_only_outputs_party_zeros_generator_and_shares_nothing(tmp_path):
     run = build_run(tiny_config("local-only"), tmp_path)

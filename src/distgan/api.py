@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from distgan import run_folder
 from distgan.config import Config, with_values
 
 
@@ -84,16 +85,11 @@ class Run:
 
     @property
     def config(self) -> Config:
-        from distgan.training import load_run_config
-
-        return load_run_config(self.path)
+        return run_folder.load_config(self.path)
 
     def stats(self) -> list[dict[str, Any]]:
         """One dict per round from ``stats.jsonl``: ``g_loss``, per-party ``d_loss``, bytes, seconds."""
-        from distgan.plots import read_jsonl
-
-        path = self.path / "stats.jsonl"
-        return read_jsonl(path) if path.exists() else []
+        return run_folder.read_stats(self.path)
 
     def metrics(self) -> dict[str, Any]:
         """The newest metrics the run wrote (its end-of-run set when it finished); {} if none."""
@@ -102,9 +98,7 @@ class Run:
 
     def metrics_history(self) -> list[dict[str, Any]]:
         """Every ``metrics.jsonl`` entry: ``{"round": R, "elapsed_s": T, "metrics": {...}}``."""
-        from distgan.metrics.runs import read_metrics
-
-        return read_metrics(self.path)
+        return run_folder.read_metrics(self.path)
 
     def sample(self, n: int, seed: int = 0, round: int | None = None) -> torch.Tensor:
         """``n`` images, uint8 ``[n, C, H, W]`` (as ``distgan sample`` writes), from the generator of

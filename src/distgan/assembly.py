@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
+from distgan import run_folder
 from distgan.config import Config
 from distgan.data import LabelledImages, Partition, load_source, partition
+from distgan.data.sources import apply_label_map
 from distgan.models import ModelFactory, build_models, natural_image_size
 from distgan.party import Party
 from distgan.seeding import derive_seed
@@ -54,9 +56,13 @@ def _cached_source(spec: str, image_size: int | None, limit: int | None, seed: i
 def plan_data(config: Config) -> DataPlan:
     image_size = config.data.image_size or natural_image_size(config.model)
     data = _cached_source(config.data.source, image_size, config.data.limit, config.runtime.seed)
+    if config.data.labels is not None:  # the run's label map: a label means the same at every party
+        data = apply_label_map(data, config.data.labels)
     shares = partition(data, config.data.split, config.data.parties, derive_seed(config.runtime.seed, "split"))
     labels = data.labels[data.labels >= 0]
     num_labels = int(labels.max()) + 1 if len(labels) else 0
+    if config.data.labels is not None:
+        num_labels = len(config.data.labels)
     return DataPlan(data, shares, num_labels)
 
 
@@ -70,7 +76,7 @@ def build_party(config: Config, plan: DataPlan, party_id: int, run_dir: Path, po
     its privacy journal (ledger file, kept replies) lives in ``journal_dir``, by default its state folder."""
     index = torch.cat(plan.shares.indices) if pooled else plan.shares.indices[party_id]
     share = plan.data.subset(index, name=f"party {party_id}")
-    state_dir = run_dir / "parties" / f"party-{party_id}"
+    state_dir = run_folder.party_state_dir(run_dir, party_id)
     privacy = None
     if config.privacy.enabled:  # imported only then: Opacus takes seconds to import
         from distgan.privacy.mechanisms import build_party_privacy

@@ -54,6 +54,12 @@ class DataConfig:
     """Side of the square images fed to the models; None takes the model's natural size."""
     limit: int | None = None
     """Use only the first N samples of the source (after a seeded shuffle); None uses all."""
+    labels: tuple[str, ...] | None = None
+    """The run's label map: label k means the k-th name (``--set data.labels=0,1,2``). Image-folder
+    parties name their labels by subfolder; each subfolder must be in the map (checked when a party
+    joins), so a label means the same at every party. None: a folder's sorted subfolder names (one
+    folder split among parties) or the source's own numeric labels; Flower parties with labelled
+    folders of their own need it (``flower local --party-data`` declares their union)."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source != "", "data.source", self.source,
@@ -63,6 +69,10 @@ class DataConfig:
             _positive_int("data.image_size", self.image_size)
         if self.limit is not None:
             _positive_int("data.limit", self.limit)
+        if self.labels is not None:
+            self.labels = tuple(str(name) for name in self.labels)
+            _require(len(self.labels) > 0 and len(set(self.labels)) == len(self.labels) and all(self.labels),
+                     "data.labels", ",".join(self.labels), "must be distinct, non-empty label names")
 
 
 @dataclass
@@ -134,6 +144,10 @@ class TrainConfig:
     """Decay of an exponential moving average of G's weights, updated every round; the average (not the
     raw G) makes the samples, metrics and exports. None: the raw G. (docs/TUNING.md)"""
 
+    def steps_per_epoch(self, samples: int) -> int:
+        """Steps of one pass over ``samples`` records at ``batch_size`` (the last batch counts whole)."""
+        return math.ceil(samples / self.batch_size)
+
     def __post_init__(self) -> None:
         _positive_int("train.rounds", self.rounds)
         _positive_int("train.local_steps", self.local_steps)
@@ -172,6 +186,18 @@ class StrategyConfig:
     """avg-output / md-gan: weight each party's feedback by its data size."""
     swap_every: int = 10
     """md-gan: rounds between discriminator swaps among parties."""
+    swap_per_epoch: bool = False
+    """md-gan: swap once per epoch instead (MD-GAN's own rule, E = 1 local epoch): every
+    ceil(mean party size / batch size) rounds, from the parties' public sample counts."""
+    switch: str = "batch"
+    """round-robin / centralized: when G moves on to the next party. ``batch``: after every batch (G stays on
+    the platform; fakes go down, D's feedback comes up). ``epoch``: the paper's Alg. 3 -- G's weights and Adam
+    state travel to the party, which trains D_j and G for one pass over its data (ceil(n_j / batch) steps)
+    and sends G back; a round is then one epoch of every selected party, in turn."""
+    fakes: str = "coordinator"
+    """server-d: who generates the fakes each party trains D_j on. ``coordinator``: the platform sends the
+    batches; ``party``: the platform sends G's weights and the party generates its own (a message whose
+    size depends on G, not on train.local_steps)."""
 
     def __post_init__(self) -> None:
         _fraction("strategy.upload_fraction", self.upload_fraction)
@@ -180,6 +206,8 @@ class StrategyConfig:
         _choice("strategy.selection", self.selection, ("largest", "random"))
         _choice("strategy.server_update", self.server_update, ("max", "mean", "sum"))
         _positive_int("strategy.swap_every", self.swap_every)
+        _choice("strategy.switch", self.switch, ("batch", "epoch"))
+        _choice("strategy.fakes", self.fakes, ("coordinator", "party"))
 
 
 @dataclass
@@ -281,6 +309,14 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
+        if self.strategy.switch == "epoch":
+            _require(self.strategy.name in ("round-robin", "centralized"), "strategy.switch", self.strategy.switch,
+                     f"switching per epoch applies to round-robin and centralized, not {self.strategy.name}")
+            _require(self.train.local_steps == 1, "train.local_steps", self.train.local_steps,
+                     "must be 1 with strategy.switch=epoch (a party's visit is one pass over its data)")
+        if self.strategy.fakes == "party":
+            _require(self.strategy.name == "server-d", "strategy.fakes", self.strategy.fakes,
+                     f"parties generating their own fakes applies to server-d, not {self.strategy.name}")
         if self.train.parties_per_round is not None:
             _require(self.train.parties_per_round <= self.data.parties, "train.parties_per_round",
                      self.train.parties_per_round, f"must not exceed data.parties={self.data.parties}")
@@ -289,6 +325,11 @@ class Config:
             _require(not (self.model.name == "dcgan" and self.model.norm == "batch"), "model.norm", self.model.norm,
                      "differential privacy (DP-SGD on the discriminator) needs per-sample gradients, which batch "
                      "norm mixes across the batch; use --set model.norm=group or none")
+
+    def steps_per_visit(self, samples: int) -> int:
+        """D and G steps of one party message: ``train.local_steps``, or with ``strategy.switch=epoch`` one
+        pass over the party's ``samples`` (``ceil(samples / batch_size)``; each step draws its own batch)."""
+        return self.train.steps_per_epoch(samples) if self.strategy.switch == "epoch" else self.train.local_steps
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

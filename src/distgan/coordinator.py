@@ -28,9 +28,8 @@ from typing import Any
 import torch
 
 from distgan import protocol as p
+from distgan import run_folder
 from distgan.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
     optimizer_from_tensors,
     optimizer_to_tensors,
     prefixed,
@@ -40,6 +39,7 @@ from distgan.checkpoint import (
 from distgan.config import Config
 from distgan.images import save_grid
 from distgan.privacy.budget import BudgetMonitor
+from distgan.run_folder import checkpoint_stems, truncate_jsonl  # noqa: F401  (checkpoint_stems: old import path)
 from distgan.runtime.base import Parties
 from distgan.seeding import make_generator
 from distgan.strategies.base import RoundResult, Strategy
@@ -104,18 +104,18 @@ class Coordinator:
     # -- folders --------------------------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return run_folder.checkpoint_dir(self.run_dir)
 
     @property
     def stats_path(self) -> Path:
-        return self.run_dir / "stats.jsonl"
+        return self.run_dir / run_folder.STATS
 
     # -- the loop ---------------------------------------------------------------------------------------
     def train_round(self, selected: list[int]) -> RoundResult:
         """The strategy's round ``self.round + 1`` with the parties ``selected``, then G's weight average."""
         self.parties.begin_round(self.round + 1)
         result = self.strategy.run_round(self.round, self.parties, selected)
-        self.trainer.update_average(self.round + 1)
+        self.trainer.update_average(self.round + 1, result.g_steps)
         return result
 
     def run(self) -> None:
@@ -218,14 +218,11 @@ class Coordinator:
     # -- samples ----------------------------------------------------------------------------------------
     def save_samples(self) -> Path:
         images = self.trainer.sample(self.grid_latents, self.strategy.sampling_generator())
-        path = self.run_dir / "samples" / f"round-{self.round:07d}.png"
+        path = run_folder.sample_grid_path(self.run_dir, self.round)
         save_grid(images, path)
         return path
 
     # -- checkpoints ----------------------------------------------------------------------------------
-    def _stem(self, round_number: int) -> Path:
-        return self.checkpoint_dir / f"round-{round_number:07d}"
-
     def save_checkpoint(self) -> Path:
         """Parties first, then the coordinator's files; its JSON, written last, marks completion."""
         replies = self.parties.request_all(p.SaveState(self.round))
@@ -239,32 +236,22 @@ class Coordinator:
         sampler = self.strategy.sampling_generator()
         if sampler is not self.trainer.module:
             tensors.update(prefixed("sampler", sampler.state_dict()))
-        meta = {"round": self.round, "image_shape": list(self.trainer.factory.image_shape), "elapsed_s": self.elapsed_s, "g_optimizer": optimizer_meta,
+        meta = {"round": self.round, "g_average_clock": self.trainer.average_clock, "image_shape": list(self.trainer.factory.image_shape), "elapsed_s": self.elapsed_s, "g_optimizer": optimizer_meta,
                 "failed_parties": {str(k): v for k, v in self.parties.failed.items()},
                 "parties_without_checkpoint": missing, "config": self.config.to_dict(),
                 "request_session": self.parties.request_session}
-        stem = self._stem(self.round)
+        stem = run_folder.round_stem(self.checkpoint_dir, self.round)
         save_checkpoint(stem, tensors, meta)
-        stems = checkpoint_stems(self.checkpoint_dir)
-        for old in stems[:-2]:  # keep the newest and the previous good one
-            for suffix in (".json", ".safetensors"):
-                old.with_suffix(suffix).unlink(missing_ok=True)
+        run_folder.prune_checkpoints(self.checkpoint_dir)
         return stem
 
     def restore_latest(self) -> int:
         """Load the newest intact checkpoint (falling back to the previous one); returns its round."""
-        errors = []
-        for stem in reversed(checkpoint_stems(self.checkpoint_dir)):
-            try:
-                tensors, meta = load_checkpoint(stem)
-            except CheckpointError as error:
-                errors.append(str(error))
-                log.warning("skipping checkpoint: %s", error)
-                continue
-            self._restore(tensors, meta)
-            return self.round
-        detail = "; ".join(errors) if errors else "none found"
-        raise CheckpointError(f"{self.checkpoint_dir}: no usable checkpoint to resume from ({detail})")
+        tensors, meta = run_folder.newest_intact(
+            self.checkpoint_dir, on_skip=lambda error: log.warning("skipping checkpoint: %s", error),
+            purpose="to resume from")
+        self._restore(tensors, meta)
+        return self.round
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.trainer.module.load_state_dict(unprefixed("generator", tensors))
@@ -276,6 +263,7 @@ class Coordinator:
         if sampler is not self.trainer.module:
             sampler.load_state_dict(unprefixed("sampler", tensors))
         self.round = int(meta["round"])
+        self.trainer.average_clock = int(meta.get("g_average_clock", self.round))
         self.elapsed_s = float(meta["elapsed_s"])
         self.parties.failed.update({int(k): v for k, v in meta["failed_parties"].items()})
         # The run's name in request ids: a resumed run repeats the ids of the rounds it redoes, so
@@ -283,25 +271,7 @@ class Coordinator:
         self.parties.request_session = str(meta.get("request_session", self.parties.request_session))
         self.parties.request_all(p.LoadState(self.round))
         truncate_jsonl(self.stats_path, self.round)
-        truncate_jsonl(self.run_dir / "metrics.jsonl", self.round)
-
-
-def checkpoint_stems(folder: Path) -> list[Path]:
-    return sorted({path.with_suffix("") for path in folder.glob("round-*.json")})
-
-
-def truncate_jsonl(path: Path, last_round: int) -> None:
-    """Drop lines of rounds after ``last_round`` (they are redone after a resume)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("round", 0) <= last_round:
-                kept.append(line)
-        except json.JSONDecodeError:
-            break  # a line cut by a crash: everything after it is gone anyway
-    path.write_text("".join(line + "\n" for line in kept))
+        truncate_jsonl(self.run_dir / run_folder.METRICS, self.round)
 
 
 def _snapshot(parties: Parties) -> dict[str, dict[int, int]]:

@@ -18,7 +18,8 @@ from distgan import protocol as p
 from distgan.config import TrainConfig
 from distgan.losses import GeneratorLoss, generator_input_gradient, generator_loss
 from distgan.models import ModelFactory
-from distgan.party import adam, build_generator
+from distgan.party import adam, adam_state, build_generator, cpu_state_dict, load_adam_state
+from distgan.sampling import images_from_latents
 from distgan.seeding import draw_seed, make_generator, seeded
 
 
@@ -41,6 +42,8 @@ class GeneratorTrainer:
         self.optimizer = adam(self.module, train.lr_g, train)
         self.rng = make_generator(seed, "coordinator-latents")
         self.average: nn.Module | None = None if train.g_average is None else copy.deepcopy(self.module)
+        self.average_clock = 0
+        """Ticks of the average's ramp so far: rounds, or G steps for strategies passing ``g_steps``."""
 
     @property
     def output_module(self) -> nn.Module:
@@ -48,14 +51,27 @@ class GeneratorTrainer:
         return self.module if self.average is None else self.average
 
     @torch.no_grad()
-    def update_average(self, round_number: int) -> None:
+    def update_average(self, round_number: int, g_steps: int | None = None) -> None:
         """Move the average towards G after round ``round_number`` (1-based). The decay ramps up from 0
         ((1 + t) / (10 + t)) so early rounds' random weights do not linger in the average. Float buffers
-        (batch norm's running statistics) are averaged too, so they match the averaged weights."""
+        (batch norm's running statistics) are averaged too, so they match the averaged weights.
+
+        Per-batch strategies tick once per round (t = the round). Strategies whose G trains away from the
+        platform for many steps in one round (round-robin with ``strategy.switch=epoch``) pass those
+        ``g_steps``: the average then moves as if updated after each of them, from the round's final G
+        (the decays of ticks t+1 .. t+g_steps multiplied), and the ramp's clock counts G steps."""
+        if g_steps is None:
+            ticks = [round_number]
+            self.average_clock = round_number
+        else:
+            ticks = list(range(self.average_clock + 1, self.average_clock + g_steps + 1))
+            self.average_clock += g_steps
         if self.average is None:
             return
         assert self.train_config.g_average is not None
-        decay = min(self.train_config.g_average, (1 + round_number) / (10 + round_number))
+        decay = 1.0
+        for tick in ticks:
+            decay *= min(self.train_config.g_average, (1 + tick) / (10 + tick))
         averaged = self.average.state_dict()
         for name, value in self.module.state_dict().items():
             if value.is_floating_point():
@@ -101,6 +117,15 @@ class GeneratorTrainer:
         batches.first_graph = None
         return sum(losses) / len(losses)
 
+    def travelling_state(self) -> tuple[p.Weights, p.Weights]:
+        """G's weights and Adam state as they travel to a party (CPU copies)."""
+        return cpu_state_dict(self.module), adam_state(self.optimizer)
+
+    def load_travelled_state(self, weights: p.Weights, optimizer: p.Weights) -> None:
+        """Take G back from a party: its weights and Adam state after the party's steps."""
+        self.module.load_state_dict(weights)
+        load_adam_state(self.optimizer, optimizer)
+
     def step_against(self, discriminator: nn.Module, steps: int) -> float:
         """G steps against a discriminator the platform holds (server-d's server D); D's dropout draws
         from a seed of G's own checkpointed stream, so resumed runs repeat it exactly."""
@@ -115,13 +140,6 @@ class GeneratorTrainer:
                 total += float(loss.detach())
         return total / steps
 
-    @torch.no_grad()
     def sample(self, latents: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
         """Images in [-1, 1] for given latents, in eval mode (batch norm uses running statistics)."""
-        generator = module or self.module
-        was_training = generator.training
-        generator.eval()
-        try:
-            return torch.cat([generator(chunk.to(self.device)).float().cpu() for chunk in latents.split(500)])
-        finally:
-            generator.train(was_training)
+        return images_from_latents(module or self.module, latents, self.device)

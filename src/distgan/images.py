@@ -1,4 +1,4 @@
-"""Image files: sample grids (PNG) and conversion of generator output to bytes."""
+"""Image files: sample grids (PNG), and the conversions between stored uint8 pixels and generator output."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ import numpy as np
 import torch
 
 from distgan.checkpoint import atomic_write_bytes
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1], the range of the generators' Tanh (the inverse of :func:`to_uint8`)."""
+    return images.float().div(127.5).sub(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

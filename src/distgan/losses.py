@@ -19,11 +19,6 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
-def per_sample_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The D loss split per (real, fake) pair, for per-sample clipping under DP."""
-    return F.softplus(-real_logits) + F.softplus(fake_logits)
-
-
 def generator_loss(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """``-mean_b log(sum_j w_j sigmoid(l_jb))`` for logits ``[J, B]`` and weights ``[J]`` summing to 1.
 

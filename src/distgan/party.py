@@ -28,17 +28,14 @@ from distgan.checkpoint import (
 )
 from distgan.config import TrainConfig
 from distgan.data.sources import LabelledImages
+from distgan.images import to_unit_range
 from distgan.losses import discriminator_loss, generator_loss
 from distgan.models import ModelFactory
+from distgan.run_folder import prune_checkpoints, round_stem
 from distgan.seeding import derive_seed, draw_seed, make_generator, seeded
 
 if TYPE_CHECKING:
     from distgan.privacy.mechanisms import PartyPrivacy
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1], the range of the generators' Tanh."""
-    return images.float().div_(127.5).sub_(1.0)
 
 
 def flat_parameters(module: nn.Module) -> torch.Tensor:
@@ -57,7 +54,8 @@ def set_flat_parameters(module: nn.Module, indices: torch.Tensor, values: torch.
             offset += count
 
 
-RUNS_DISCRIMINATOR = (p.TrainDiscriminator, p.QueryFeedback, p.TrainAndUpload, p.TrainLocalGAN)
+RUNS_DISCRIMINATOR = (p.TrainDiscriminator, p.QueryFeedback, p.TrainAndUpload, p.TrainLocalGAN,
+                      p.GenerateAndUpload, p.TrainGeneratorEpoch)
 """Requests whose handling runs D forward (and may draw dropout masks)."""
 
 
@@ -112,6 +110,8 @@ class Party:
             p.SaveState: self._save_state,
             p.LoadState: self._load_state,
             p.Describe: self._describe,
+            p.GenerateAndUpload: self._generate_and_upload,
+            p.TrainGeneratorEpoch: self._train_generator_epoch,
         }
 
     @property
@@ -190,10 +190,24 @@ class Party:
         return p.Feedback(p.DiscriminatorStats(), logits, gradients)
 
     def _train_and_upload(self, request: p.TrainAndUpload) -> p.Message:
+        return self._upload_after_training(request, request.fakes)
+
+    def _generate_and_upload(self, request: p.GenerateAndUpload) -> p.Message:
+        """server-d with G's weights: the same D work on fakes this party makes from G."""
+        generator = self._load_generator(request)
+        batch, latent = self._train.batch_size, self._factory.latent_dim
+        latents = torch.randn(request.steps, batch, latent, generator=self._rng)
+        generator.train()  # as the platform's fakes: batch norm in training mode
+        with torch.no_grad():
+            fakes = torch.stack([generator(z.to(self._device)) for z in latents])
+        return self._upload_after_training(request, fakes)
+
+    def _upload_after_training(self, request: p.TrainAndUpload | p.GenerateAndUpload,
+                               fakes: torch.Tensor) -> p.Message:
         if request.download_indices is not None and request.download_values is not None:
             set_flat_parameters(self.discriminator, request.download_indices, request.download_values)
         before = flat_parameters(self.discriminator)
-        stats = self._discriminator_steps(request.fakes)
+        stats = self._discriminator_steps(fakes)
         delta = flat_parameters(self.discriminator) - before
         count = max(1, math.ceil(request.upload_fraction * delta.numel()))
         if request.selection == "largest":
@@ -209,32 +223,69 @@ class Party:
             self._g_optimizer = adam(self._local_generator, self._train.lr_g, self._train)
         return self._local_generator
 
-    def _train_local_gan(self, request: p.TrainLocalGAN) -> p.Message:
+    def _load_generator(self, request: p.TrainLocalGAN | p.GenerateAndUpload | p.TrainGeneratorEpoch) -> nn.Module:
+        """The party's copy of G, with the request's weights when it carries some."""
+        generator = self._ensure_local_generator()
+        if request.generator:
+            try:
+                generator.load_state_dict(request.generator)
+            except RuntimeError as error:
+                raise p.ProtocolError(f"{self.name}: {request.kind}.generator does not fit the run's G: "
+                                      f"{error}") from None
+        return generator
+
+    def _gan_steps(self, steps: int) -> tuple[p.DiscriminatorStats, float]:
+        """``steps`` times: a D step on real vs G(z), then a G step against D -- the usual GAN loop on
+        this party's data and its own copy of G. Returns the mean D statistics and G loss."""
         generator = self._ensure_local_generator()
         assert self._g_optimizer is not None
-        if request.generator:
-            generator.load_state_dict(request.generator)
-        if request.discriminator:
-            self.discriminator.load_state_dict(request.discriminator)
         batch, latent = self._train.batch_size, self._factory.latent_dim
         totals = torch.zeros(4)
         generator.train()
-        for _ in range(request.steps):
+        for _ in range(steps):
             z = torch.randn(batch, latent, generator=self._rng).to(self._device)
             fake = generator(z)
             stats = self._discriminator_steps(fake.detach().unsqueeze(0))
+            # G's step reads D_j and z only: under DP-SGD it is post-processing of the private D.
             g_loss = generator_loss(self.discriminator(fake))
             self._g_optimizer.zero_grad(set_to_none=True)
             g_loss.backward()
             self._g_optimizer.step()
             totals += torch.tensor([stats.d_loss, stats.d_real, stats.d_fake, float(g_loss.detach())])
-        d_loss, d_real, d_fake, g_mean = (totals / request.steps).tolist()
+        d_loss, d_real, d_fake, g_mean = (totals / steps).tolist()
+        return p.DiscriminatorStats(d_loss=d_loss, d_real=d_real, d_fake=d_fake,
+                                    steps=steps * self._train.d_steps), g_mean
+
+    def _train_local_gan(self, request: p.TrainLocalGAN) -> p.Message:
+        generator = self._load_generator(request)
+        if request.discriminator:
+            self.discriminator.load_state_dict(request.discriminator)
+        stats, g_mean = self._gan_steps(request.steps)
         return p.WeightsReply(
-            p.DiscriminatorStats(d_loss=d_loss, d_real=d_real, d_fake=d_fake,
-                                 steps=request.steps * self._train.d_steps),
+            stats,
             generator=cpu_state_dict(generator) if request.return_generator else None,
             discriminator=cpu_state_dict(self.discriminator) if request.return_discriminator else None,
             g_loss=g_mean)
+
+    def _train_generator_epoch(self, request: p.TrainGeneratorEpoch) -> p.Message:
+        """round-robin per epoch (Alg. 3): the platform's G, with its Adam state, trains here against D_j
+        for one pass over this party's data, then goes back."""
+        generator = self._load_generator(request)
+        assert self._g_optimizer is not None
+        try:
+            load_adam_state(self._g_optimizer, request.optimizer)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise p.ProtocolError(f"{self.name}: {request.kind}.optimizer does not fit G: {error}") from None
+        steps = self._train.steps_per_epoch(self._epoch_samples())
+        stats, g_mean = self._gan_steps(steps)
+        return p.GeneratorReply(stats, cpu_state_dict(generator), adam_state(self._g_optimizer), g_mean, steps)
+
+    def _epoch_samples(self) -> int:
+        """Records one pass visits: under DP the published (noisy) count, as the exact one must not set
+        a number that leaves the party (the steps) and the plan counted the published one."""
+        if self.privacy is not None and self.privacy.description is not None:
+            return self.privacy.description.samples
+        return len(self._data)
 
     def _export_discriminator(self, request: p.ExportDiscriminator) -> p.Message:
         return p.WeightsReply(p.DiscriminatorStats(), discriminator=cpu_state_dict(self.discriminator))
@@ -253,7 +304,7 @@ class Party:
     def _state_stem(self, round_index: int) -> Path:
         if self._state_dir is None:
             raise p.ProtocolError(f"{self.name}: no state folder configured, cannot checkpoint")
-        return self._state_dir / f"round-{round_index:07d}"
+        return round_stem(self._state_dir, round_index)
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The party's whole mutable state (D, optimizers, RNG, local G) as tensors plus JSON-able
@@ -283,12 +334,11 @@ class Party:
     def _prune_states(self, keep: int) -> None:
         """Keep the newest two checkpoints: the one just written and the previous good one."""
         assert self._state_dir is not None
-        stems = sorted({path.with_suffix("") for path in self._state_dir.glob("round-*.json")})
-        for stem in stems[:-2]:
-            for suffix in (".json", ".safetensors"):
-                stem.with_suffix(suffix).unlink(missing_ok=True)
-        if self.privacy is not None and stems:  # no load can go back before the oldest kept checkpoint
-            self.privacy.prune_replies(int(stems[-2:][0].name.removeprefix("round-")))
+        prune_checkpoints(self._state_dir)
+        if self.privacy is not None:  # no load can go back before the oldest kept checkpoint
+            stems = sorted({path.with_suffix("") for path in self._state_dir.glob("round-*.json")})
+            if stems:
+                self.privacy.prune_replies(int(stems[0].name.removeprefix("round-")))
 
     def _load_state(self, request: p.LoadState) -> p.Message:
         self.load_state_tensors(*load_checkpoint(self._state_stem(request.round)))
@@ -312,3 +362,17 @@ class Party:
 
 def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def adam_state(optimizer: torch.optim.Optimizer) -> p.Weights:
+    """The optimizer's per-parameter state as ``"<index>/<name>"`` CPU copies: what travels with G."""
+    tensors, _ = optimizer_to_tensors(optimizer, "state")
+    return {key: value.detach().cpu().clone() for key, value in unprefixed("state", tensors).items()}
+
+
+def load_adam_state(optimizer: torch.optim.Optimizer, state: p.Weights) -> None:
+    """Replace the optimizer's state with ``state`` (empty: a fresh one); its hyper-parameters stay.
+    The tensors are copied, so sender and receiver never share a moment buffer."""
+    meta = {"param_groups": optimizer.state_dict()["param_groups"], "plain": {}}
+    copies = {key: value.clone() for key, value in state.items()}
+    optimizer_from_tensors(optimizer, "state", prefixed("state", copies), meta)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from distgan.checkpoint import atomic_write_bytes
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+from distgan.run_folder import read_jsonl  # noqa: F401  (its old import path)
 
 
 def smooth(values: list[float], window: int) -> list[float]:

@@ -156,16 +156,76 @@ class TrainAndUpload(Message):
 
     def check(self, sender: str, expect: Expectations) -> None:
         _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
-        if not 0 < self.upload_fraction <= 1 or self.selection not in ("largest", "random"):
-            raise ProtocolError(f"{sender}: {self.kind} upload_fraction={self.upload_fraction} "
-                                f"selection={self.selection!r} out of range")
-        if (self.download_indices is None) != (self.download_values is None):
-            raise ProtocolError(f"{sender}: {self.kind} download indices and values must come together")
-        _shape(sender, self.kind, "download_indices", self.download_indices, (None,), torch.int64)
-        _shape(sender, self.kind, "download_values", self.download_values, (None,))
-        if self.download_indices is not None and self.download_values is not None and \
-                self.download_indices.shape != self.download_values.shape:
-            raise ProtocolError(f"{sender}: {self.kind} download indices and values differ in length")
+        _check_upload_terms(sender, self)
+
+
+def _check_upload_terms(sender: str, request: TrainAndUpload | GenerateAndUpload) -> None:
+    """The server-d terms both upload requests share: fractions, selection rule, the download."""
+    kind = request.kind
+    if not 0 < request.upload_fraction <= 1 or request.selection not in ("largest", "random"):
+        raise ProtocolError(f"{sender}: {kind} upload_fraction={request.upload_fraction} "
+                            f"selection={request.selection!r} out of range")
+    if (request.download_indices is None) != (request.download_values is None):
+        raise ProtocolError(f"{sender}: {kind} download indices and values must come together")
+    _shape(sender, kind, "download_indices", request.download_indices, (None,), torch.int64)
+    _shape(sender, kind, "download_values", request.download_values, (None,))
+    if request.download_indices is not None and request.download_values is not None and \
+            request.download_indices.shape != request.download_values.shape:
+        raise ProtocolError(f"{sender}: {kind} download indices and values differ in length")
+
+
+@dataclass(frozen=True)
+class GenerateAndUpload(Message):
+    """server-d with G's weights (``strategy.fakes=party``): load G, generate ``steps`` batches of
+    fakes here, then as :class:`TrainAndUpload`. The message's size depends on G, not on the steps."""
+
+    kind: ClassVar[str] = "train.generate_upload"
+    direction: ClassVar[str] = "down"
+    steps: int
+    upload_fraction: float
+    selection: str
+    generator: Weights = field(default_factory=dict)
+    download_indices: torch.Tensor | None = None  # int64 [k] into the flat D parameter vector
+    download_values: torch.Tensor | None = None  # float32 [k] server-D weights
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        if not 1 <= self.steps <= expect.max_steps:
+            raise ProtocolError(f"{sender}: {self.kind}.steps={self.steps} outside [1, {expect.max_steps}]")
+        if not self.generator:
+            raise ProtocolError(f"{sender}: {self.kind} carries no generator weights")
+        _check_upload_terms(sender, self)
+
+
+@dataclass(frozen=True)
+class TrainGeneratorEpoch(Message):
+    """round-robin per epoch (``strategy.switch=epoch``, the paper's Alg. 3): load G and its Adam
+    state, train D_j and G for one pass over the party's data (``ceil(n_j / batch)`` steps, each a
+    D step then a G step against D_j), and send G and its Adam state back. ``optimizer`` is empty
+    before G's first step."""
+
+    kind: ClassVar[str] = "train.generator_epoch"
+    direction: ClassVar[str] = "down"
+    generator: Weights = field(default_factory=dict)
+    optimizer: Weights = field(default_factory=dict)  # Adam state: "<parameter index>/<exp_avg|exp_avg_sq|step>"
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        if not self.generator:
+            raise ProtocolError(f"{sender}: {self.kind} carries no generator weights")
+        _check_optimizer_keys(sender, self.kind, self.optimizer)
+
+
+def _check_optimizer_keys(sender: str, kind: str, optimizer: Weights) -> None:
+    for key in optimizer:
+        index, _, name = key.partition("/")
+        if not index.isdigit() or name not in ("exp_avg", "exp_avg_sq", "step"):
+            raise ProtocolError(f"{sender}: {kind}.optimizer has entry {key!r}; expected "
+                                "'<parameter index>/exp_avg', '/exp_avg_sq' or '/step'")
 
 
 @dataclass(frozen=True)
@@ -301,6 +361,29 @@ class WeightsReply(Message):
 
 
 @dataclass(frozen=True)
+class GeneratorReply(Message):
+    """The generator after a party's epoch (:class:`TrainGeneratorEpoch`): G's weights, its Adam
+    state, the mean G loss and the number of G steps taken."""
+
+    kind: ClassVar[str] = "reply.generator"
+    direction: ClassVar[str] = "up"
+    stats: DiscriminatorStats
+    generator: Weights = field(default_factory=dict)
+    optimizer: Weights = field(default_factory=dict)
+    g_loss: float = 0.0
+    g_steps: int = 0
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        if not self.generator or self.g_steps < 1:
+            raise ProtocolError(f"{sender}: {self.kind} carries no generator or no G step (g_steps={self.g_steps})")
+        _check_optimizer_keys(sender, self.kind, self.optimizer)
+
+    def scalars(self) -> dict[str, Scalar]:
+        return {"g_loss": self.g_loss, "g_steps": self.g_steps,
+                **{f"stats/{k}": v for k, v in self.stats.scalars().items()}}
+
+
+@dataclass(frozen=True)
 class Description(Message):
     """Public statistics of a party: sample count, label histogram (counts, never samples) and the
     image shape its data comes in, so a coordinator without data (a Flower ServerApp) can build G."""
@@ -327,10 +410,13 @@ class Ack(Message):
 
 
 REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
-                                       ExportDiscriminator, ImportDiscriminator, SaveState, LoadState, Describe)
-REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack)
+                                       ExportDiscriminator, ImportDiscriminator, SaveState, LoadState, Describe,
+                                       GenerateAndUpload, TrainGeneratorEpoch)
+REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack,
+                                      GeneratorReply)
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.kind: cls for cls in REQUESTS + REPLIES}
-IDENTIFIED_REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN)
+IDENTIFIED_REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
+                                                  GenerateAndUpload, TrainGeneratorEpoch)
 """Requests carrying a ``request_id``: those whose reply a private party computes from its data and secret
 randomness. A new request type of that kind declares the same field and joins this tuple."""
 
@@ -350,6 +436,13 @@ def decode(kind: str, tensors: dict[str, torch.Tensor], scalars: dict[str, Scala
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
     hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    stats_fields = {f.name for f in dataclasses.fields(DiscriminatorStats)}
+    for key in scalars:  # a field, or a field of its nested DiscriminatorStats ("stats/d_loss")
+        head, nested, rest = key.partition("/")
+        if head not in names or (
+                rest not in stats_fields if hints[head] is DiscriminatorStats else bool(nested)):
+            raise ProtocolError(f"{kind}: unexpected scalar field {key!r}")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         hint = hints[f.name]

@@ -16,7 +16,6 @@ import html
 import io
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.patches import Patch
 
+from distgan import run_folder
 from distgan.checkpoint import atomic_write_text
-from distgan.plots import plot_losses, plt, read_jsonl, smooth
+from distgan.plots import plot_losses, plt, smooth
 
 if TYPE_CHECKING:
     from distgan.coordinator import Coordinator
 
 log = logging.getLogger("distgan")
 
-REPORT_FILE = "report.html"
-AUDIT_FILE = "audit.json"
+REPORT_FILE = run_folder.REPORT
+AUDIT_FILE = run_folder.AUDIT
 """Written by ``distgan audit`` (distgan.privacy.audit); read here without importing the audit's torch code."""
 MAX_FRAMES = 8
 """Sample grids shown per run (evenly spaced over the run, first and last included)."""
@@ -74,26 +74,19 @@ class RunData:
 
 
 def load_run(path: Path) -> RunData:
-    from distgan.metrics.runs import read_metrics
-
     if not path.is_dir():
         raise ReportError(f"{path}: no such run folder")
-    config_path = path / "config.json"
+    config_path = path / run_folder.CONFIG
     if not config_path.is_file():
-        raise ReportError(f"{path}: not a distgan run (no config.json)")
+        raise ReportError(f"{path}: not a distgan run (no {run_folder.CONFIG})")
     try:
         config = json.loads(config_path.read_text())
-        parties = json.loads((path / "parties.json").read_text()) if (path / "parties.json").exists() else {}
+        parties = run_folder.read_parties(path)
         audit = json.loads((path / AUDIT_FILE).read_text()) if (path / AUDIT_FILE).exists() else None
     except json.JSONDecodeError as error:
         raise ReportError(f"{path}: unreadable run file ({error})") from None
-    samples = []
-    for image in (path / "samples").glob("round-*.png"):
-        match = re.fullmatch(r"round-(\d+)\.png", image.name)
-        if match:
-            samples.append((int(match.group(1)), image))
-    return RunData(path, config, read_jsonl(path / "stats.jsonl"), read_metrics(path), parties, sorted(samples),
-                   audit)
+    return RunData(path, config, run_folder.read_stats(path), run_folder.read_metrics(path), parties,
+                   run_folder.sample_grids(path), audit)
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -112,7 +105,7 @@ def _img(png: bytes, alt: str, css_class: str = "") -> str:
 
 def loss_figure(run: RunData) -> bytes:
     with tempfile.TemporaryDirectory() as folder:  # plots.plot_losses writes a file; reuse it as is
-        target = Path(folder) / "losses.png"
+        target = Path(folder) / run_folder.LOSSES
         plot_losses(run.stats, target, run.name)
         return target.read_bytes()
 

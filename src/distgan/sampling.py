@@ -1,4 +1,5 @@
-"""Load a run's generator from its checkpoint and draw samples; no data is needed."""
+"""Generated images: latents -> images in eval mode (the one place), and a run's generator loaded from
+its checkpoint to sample from; no data is needed."""
 
 from __future__ import annotations
 
@@ -7,42 +8,50 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distgan.checkpoint import CheckpointError, load_checkpoint, unprefixed
+from distgan import run_folder
+from distgan.checkpoint import unprefixed
 from distgan.config import Config
-from distgan.coordinator import checkpoint_stems
 from distgan.models import build_models
+
+SAMPLE_CHUNK = 500
+"""Latents per forward pass when sampling (bounds memory; the images do not depend on it)."""
 
 
 def load_generator(run_dir: Path, round_number: int | None = None) -> tuple[nn.Module, Config, int]:
     """The sampling generator of ``run_dir`` at ``round_number`` (default: the newest intact checkpoint)."""
-    from distgan.training import load_run_config
+    config = run_folder.load_config(run_dir)
+    tensors, meta = run_folder.newest_intact(run_folder.checkpoint_dir(run_dir), round_number)
+    factory = build_models(config.model, tuple(meta["image_shape"]))  # type: ignore[arg-type]
+    generator = factory.generator()
+    prefix = "sampler" if any(k.startswith("sampler/") for k in tensors) else "generator"
+    generator.load_state_dict(unprefixed(prefix, tensors))
+    generator.eval()
+    return generator, config, int(meta["round"])
 
-    config = load_run_config(run_dir)
-    stems = checkpoint_stems(run_dir / "checkpoints")
-    if round_number is not None:
-        stems = [s for s in stems if s.name == f"round-{round_number:07d}"]
-        if not stems:
-            raise CheckpointError(f"{run_dir}: no checkpoint of round {round_number}")
-    errors = []
-    for stem in reversed(stems):
-        try:
-            tensors, meta = load_checkpoint(stem)
-        except CheckpointError as error:
-            errors.append(str(error))
-            continue
-        factory = build_models(config.model, tuple(meta["image_shape"]))  # type: ignore[arg-type]
-        generator = factory.generator()
-        prefix = "sampler" if any(k.startswith("sampler/") for k in tensors) else "generator"
-        generator.load_state_dict(unprefixed(prefix, tensors))
-        generator.eval()
-        return generator, config, int(meta["round"])
-    raise CheckpointError(f"{run_dir}: no usable checkpoint ({'; '.join(errors) or 'none written yet'})")
+
+def seeded_latents(count: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """The latent vectors of ``seed``: the same seed gives the same images in training-time metrics,
+    ``distgan evaluate``, ``distgan sample`` and the Python API."""
+    return torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, count: int, seed: int, latent_dim: int, chunk: int = 500) -> torch.Tensor:
-    """``count`` images in [-1, 1] from seeded latents, in eval mode."""
-    rng = torch.Generator().manual_seed(seed)
-    latents = torch.randn(count, latent_dim, generator=rng)
+def images_from_latents(generator: nn.Module, latents: torch.Tensor, device: torch.device | str | None = None,
+                        ) -> torch.Tensor:
+    """Float32 CPU images in [-1, 1] for ``latents``, in eval mode (batch norm uses running statistics);
+    the generator's train/eval mode is restored afterwards."""
+    was_training = generator.training
     generator.eval()
-    return torch.cat([generator(part) for part in latents.split(chunk)]) if count else torch.empty(0)
+    try:
+        if not len(latents):
+            return torch.empty(0)
+        return torch.cat([generator(chunk.to(device) if device is not None else chunk).float().cpu()
+                          for chunk in latents.split(SAMPLE_CHUNK)])
+    finally:
+        generator.train(was_training)
+
+
+def generate(generator: nn.Module, count: int, seed: int, latent_dim: int,
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """``count`` images in [-1, 1] from seeded latents, in eval mode."""
+    return images_from_latents(generator, seeded_latents(count, latent_dim, seed), device)

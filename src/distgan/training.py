@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import uuid
@@ -13,25 +12,23 @@ from pathlib import Path
 import torch
 
 from distgan import protocol as p
+from distgan import run_folder
 from distgan.assembly import plan_data, resolve_device
-from distgan.checkpoint import CheckpointError, atomic_write_text
+from distgan.checkpoint import CheckpointError
 from distgan.config import Config
-from distgan.coordinator import Coordinator, RoundHook, checkpoint_stems
+from distgan.coordinator import Coordinator, RoundHook
 from distgan.generator import GeneratorTrainer
 from distgan.health import CollapseDetector, stale_feedback_warning
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
-from distgan.plots import plot_losses, read_jsonl
+from distgan.plots import plot_losses
 from distgan.report import attach_report
+from distgan.run_folder import RunFolderError, checkpoint_stems, read_jsonl
 from distgan.runtime.base import ModelReference, Parties
 from distgan.runtime.local import build_local_parties
 from distgan.strategies import STRATEGIES, StrategyContext
 
 log = logging.getLogger("distgan")
-
-
-class RunFolderError(ValueError):
-    """The output folder cannot be used as asked."""
 
 
 def default_run_dir(config: Config, root: Path = Path("runs")) -> Path:
@@ -58,13 +55,7 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
         raise RunFolderError(f"{run_dir}: cannot write the run folder ({error.strerror or error})") from None
 
 
-def load_run_config(run_dir: Path) -> Config:
-    path = run_dir / "config.json"
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: no such run folder")
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir}: not a distgan run (no config.json)")
-    return Config.load(path)
+load_run_config = run_folder.load_config
 
 
 def config_differences(a: Config, b: Config) -> list[str]:
@@ -94,7 +85,7 @@ def setup_logging(run_dir: Path, quiet: bool = False, console: bool = True) -> N
         if getattr(handler, "_distgan", False):
             logger.removeHandler(handler)
             handler.close()
-    file_handler = logging.FileHandler(run_dir / "log.txt")
+    file_handler = logging.FileHandler(run_dir / run_folder.LOG)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [file_handler]
     if console and not quiet:
@@ -133,9 +124,9 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
         sizes[party] = description.samples
         labels = [i for i, c in enumerate(description.label_counts.tolist()) if c > 0]
         log.info("party %d: %d samples, labels %s", party, description.samples, labels or "unlabelled")
-    atomic_write_text(run_dir / "parties.json", json.dumps(
-        {str(j): {"samples": sizes[j], "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
-         for j in sizes}, indent=1))
+    run_folder.write_parties(run_dir, {j: {"samples": sizes[j],
+                                           "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
+                                       for j in sizes})
     trainer = GeneratorTrainer(factory, config.train, config.runtime.seed, resolve_device(config.runtime.device))
     strategy = strategy_class(StrategyContext(config, trainer, factory, sizes))
     return Coordinator(config, run_dir, parties, strategy)
@@ -180,7 +171,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, quiet: bool = Fal
 def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, parties: Parties | None,
            round_hooks: Sequence[RoundHook], handle_sigint: bool, console: bool) -> Coordinator:
     if not resume:
-        atomic_write_text(run_dir / "config.json", config.to_json())
+        run_folder.write_config(run_dir, config)
     setup_logging(run_dir, quiet, console)
     log.info("run folder: %s", run_dir)
     if (stale := stale_feedback_warning(config)) is not None:
@@ -208,7 +199,7 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, parties: Pa
             log.info("resumed from the checkpoint of round %d", restored)
         elif resume:
             log.info("no checkpoint yet: starting %s from round 0", run_dir)
-            (run_dir / "stats.jsonl").unlink(missing_ok=True)
+            (run_dir / run_folder.STATS).unlink(missing_ok=True)
         coordinator.run()
         finish(coordinator)
     finally:
@@ -225,13 +216,13 @@ def discard_unstarted_run(run_dir: Path) -> None:
         if getattr(handler, "_distgan", False) and isinstance(handler, logging.FileHandler):
             logging.getLogger("distgan").removeHandler(handler)
             handler.close()
-    for name in ("config.json", "log.txt", "parties.json"):
+    for name in (run_folder.CONFIG, run_folder.LOG, run_folder.PARTIES):
         (run_dir / name).unlink(missing_ok=True)
 
 
 def finish(coordinator: Coordinator) -> None:
     """What every run writes at its end: loss plot (metrics and report hook in via end_hooks)."""
-    plot_losses(read_jsonl(coordinator.stats_path), coordinator.run_dir / "losses.png",
+    plot_losses(read_jsonl(coordinator.stats_path), coordinator.run_dir / run_folder.LOSSES,
                 f"{coordinator.config.strategy.name}, {coordinator.parties.count} parties")
 
 

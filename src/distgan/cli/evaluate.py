@@ -50,11 +50,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from distgan import run_folder
     from distgan.assembly import resolve_device
     from distgan.metrics import EvalSettings, evaluate_run
     from distgan.metrics.base import DEFAULT_GENERATED
-    from distgan.metrics.runs import append_metrics
-    from distgan.plots import read_jsonl
 
     if args.reference is not None and not args.reference.exists():
         raise CommandError(f"--reference {args.reference}: no such file or folder")
@@ -72,10 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         from distgan.report import write_report
 
-        elapsed = next((r["elapsed_s"] for r in read_jsonl(args.run_dir / "stats.jsonl") if r["round"] == round_number),
+        elapsed = next((r["elapsed_s"] for r in run_folder.read_stats(args.run_dir) if r["round"] == round_number),
                        None)
-        append_metrics(args.run_dir, round_number, values, elapsed)
-        print(f"saved to {args.run_dir / 'metrics.jsonl'}; report: {write_report([args.run_dir])}")
+        run_folder.append_metrics(args.run_dir, round_number, values, elapsed)
+        print(f"saved to {args.run_dir / run_folder.METRICS}; report: {write_report([args.run_dir])}")
     return 0
 
 

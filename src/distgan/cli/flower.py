@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -82,6 +83,13 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return FlowerSettings(reply_timeout_s=reply, discovery_timeout_s=discovery)
 
 
+def _clientapp_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument("--clientapp", choices=["resident", "per-message"], default="resident",
+                       help="resident: one party process per run on each SuperNode keeps the party in memory "
+                            "(flwr 1.42's task API; other Flower versions fall back, with a log line); "
+                            "per-message: Flower starts a ClientApp process for every message (default resident)")
+
+
 def _run_options(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     out = parser.add_argument_group("output")
@@ -98,6 +106,8 @@ def deployment_config(args: argparse.Namespace, party_data: list[str] | None = N
     from distgan.runtime.flower.coarse import check_message_budget
 
     config = config_from_args(args)
+    if party_data and config.data.labels is None:
+        config = _with_party_label_map(config, party_data)
     try:
         image_shape = _image_shape(config, party_data[0] if party_data else None)
     except (ValueError, OSError) as error:
@@ -109,6 +119,27 @@ def deployment_config(args: argparse.Namespace, party_data: list[str] | None = N
     except ValueError as error:
         raise CommandError(str(error)) from None
     return config
+
+
+def _with_party_label_map(config: Config, party_data: list[str]) -> Config:
+    """Declare the label map of parties whose data are labelled image folders on this machine: the
+    union of their subfolder names (numbers in numeric order), so folder ``7`` is label 7 at every
+    party instead of each party numbering its own folders from 0."""
+    from distgan.data.sources import folder_label_names
+    from distgan.runtime.flower.node import source_spec
+
+    names: set[str] = set()
+    for spec in party_data:
+        name, _, arg = source_spec(spec).partition(":")
+        if name == "folder" and arg:
+            try:
+                names.update(folder_label_names(Path(arg)))
+            except ValueError as error:
+                raise CommandError(f"--party-data {spec}: {error}") from None
+    if not names:
+        return config
+    ordered = sorted(names, key=lambda n: (0, int(n), n) if n.isdigit() else (1, 0, n))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, labels=tuple(ordered)))
 
 
 def _image_shape(config: Config, party_source: str | None) -> tuple[int, int, int]:
@@ -147,6 +178,7 @@ def _configure_local(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--insecure", action="store_true",
                        help="no TLS and no SuperNode authentication (default: both on)")
     group.add_argument("--quiet", action="store_true", help="no progress lines (log.txt keeps them)")
+    _clientapp_option(group)
 
 
 @action("local", "train on a SuperLink and one SuperNode per party on this machine (TLS, node auth)",
@@ -159,7 +191,8 @@ def _local(args: argparse.Namespace) -> int:
           f"{config.train.local_steps} local steps; run folder {run_dir}", file=sys.stderr)
     try:
         record = run_local(config, run_dir, args.party_data, secure=not args.insecure, resume=resume,
-                           settings=_settings(args), echo=None if args.quiet else sys.stderr)
+                           settings=_settings(args), echo=None if args.quiet else sys.stderr,
+                           resident=args.clientapp == "resident")
     except FlowerLaunchError as error:
         print(f"distgan flower local: {error}", file=sys.stderr)
         return 1
@@ -306,9 +339,12 @@ def _configure_supernode(parser: argparse.ArgumentParser) -> None:
                              "(no DP, a larger epsilon, delta or C, another mechanism) is refused; epsilon is "
                              "the budget of this dataset over all runs, kept in one ledger under --state-dir "
                              "(required with a floor)")
+    _clientapp_option(parser)
 
 
-@action("supernode", "start one party's SuperNode with its own data (replaces this process)", _configure_supernode)
+@action("supernode", "start one party's SuperNode with its own data: a quick restart rejoins (a refused "
+                     "activation is retried while the SuperLink still counts the old node online), its "
+                     "ClientApps end with it, and its exit says what happened", _configure_supernode)
 def _supernode(args: argparse.Namespace) -> int:
     from distgan.runtime.flower.local import flower_executable, node_config_text
 
@@ -336,7 +372,15 @@ def _supernode(args: argparse.Namespace) -> int:
         raise CommandError("give --ca CA_CERT (TLS) or, for a test, --insecure")
     if args.key is not None:
         command += ["--auth-supernode-private-key", str(args.key)]
-    return _exec(command)
+    if args.clientapp == "resident":
+        from distgan.runtime.flower.resident import resident_supernode_command
+
+        command = resident_supernode_command(command, f"127.0.0.1:{args.port}")
+    from distgan.runtime.flower import FLOWER_ENVIRONMENT
+    from distgan.runtime.flower.supervise import supervise
+
+    print("$ " + " ".join(command), file=sys.stderr)
+    return supervise(command, {**os.environ, **FLOWER_ENVIRONMENT})
 
 
 def _exec(command: list[str]) -> int:

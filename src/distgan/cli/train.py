@@ -24,6 +24,8 @@ Examples:
   distgan train
   distgan train --strategy avg-output --split one-label --parties 10
   distgan train --strategy server-d --split iid --set strategy.upload_fraction=0.05
+  distgan train --set strategy.switch=epoch --rounds 200   # Alg. 3 as written: G travels, one epoch per party
+  distgan train --strategy server-d --set strategy.fakes=party   # parties get G's weights, make their own fakes
   distgan train --data folder:/data/celeba --model dcgan --split iid
   distgan train --resume runs/00003-round-robin-2p
 """
@@ -44,7 +46,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help=f"model family: {', '.join(MODELS.names())}")
     group.add_argument("--rounds", type=positive_int, metavar="N", help="rounds to train, the same unit on every runtime (train, flower local/app/simulate): "
                             "each round is --local-steps D and G steps per party message, so G takes "
-                            "rounds x local-steps steps (x parties for round-robin)")
+                            "rounds x local-steps steps (x parties for round-robin); with "
+                            "strategy.switch=epoch a round is one pass over every party's data")
     group.add_argument("--local-steps", type=positive_int, metavar="N",
                        help="D and G steps per party message (1 = the paper's per-batch algorithm; more makes "
                             "avg-output, md-gan and round-robin train on stale feedback, a different "
@@ -113,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.resume
         if args.dry_run:
             return _dry_run(config)
-        from distgan.checkpoint import atomic_write_text
+        from distgan import run_folder
 
-        atomic_write_text(run_dir / "config.json", config.to_json())
+        run_folder.write_config(run_dir, config)
         _train(config, run_dir, resume=True, quiet=args.quiet)
     else:
         config = config_from_args(args)
@@ -135,16 +138,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(config: Config, run_dir: Path, resume: bool, quiet: bool) -> None:
     """Train, turning a failed party or a failed write into one line that says what to do next."""
-    from distgan import training
+    from distgan import run_folder, training
     from distgan.runtime.base import PartyFailedError
 
     try:
         training.train(config, run_dir, resume=resume, quiet=quiet)
     except PartyFailedError as error:
-        hint = f"; --resume {run_dir} continues from the last checkpoint" if (run_dir / "checkpoints").is_dir() else ""
+        checkpointed = run_folder.checkpoint_dir(run_dir).is_dir()
+        hint = f"; --resume {run_dir} continues from the last checkpoint" if checkpointed else ""
         raise CommandError(f"the run stopped: {error}{hint}") from None
     except OSError as error:
-        if not (run_dir / "checkpoints").is_dir():
+        if not run_folder.checkpoint_dir(run_dir).is_dir():
             raise
         raise CommandError(f"{run_dir}: cannot write ({error}); the last complete checkpoint is kept: free space "
                            f"or fix the folder, then --resume {run_dir}") from None

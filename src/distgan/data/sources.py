@@ -32,6 +32,9 @@ class LabelledImages:
     """int64, [N]; -1 where unlabelled."""
     name: str
     """Human-readable origin, for logs."""
+    label_names: tuple[str, ...] | None = None
+    """What label k means where the source names its labels (an image folder's subfolders); None: the
+    labels are numbers of their own (MNIST's digits)."""
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -54,7 +57,7 @@ class LabelledImages:
         return bool((self.labels >= 0).all())
 
     def subset(self, indices: torch.Tensor, name: str | None = None) -> LabelledImages:
-        return LabelledImages(self.images[indices], self.labels[indices], name or self.name)
+        return LabelledImages(self.images[indices], self.labels[indices], name or self.name, self.label_names)
 
 
 SourceLoader = Callable[[str | None, int | None], LabelledImages]
@@ -69,8 +72,37 @@ def load_source(spec: str, image_size: int | None = None) -> LabelledImages:
     if len(data) == 0:
         raise ValueError(f"data source {spec!r} holds no samples")
     if image_size is not None and data.shape[1:] != (image_size, image_size):
-        data = LabelledImages(resize_square(data.images, image_size), data.labels, data.name)
+        data = LabelledImages(resize_square(data.images, image_size), data.labels, data.name, data.label_names)
     return data
+
+
+def apply_label_map(data: LabelledImages, label_map: tuple[str, ...]) -> LabelledImages:
+    """``data`` with label k meaning ``label_map[k]`` (the run's declared label names), so a label
+    means the same at every party: an image folder's subfolder ``7`` gets label
+    ``label_map.index("7")`` whatever other subfolders this party has. A subfolder not in the map is
+    refused; a source with numeric labels of its own must stay inside the map."""
+    if data.label_names is None:
+        known = data.labels[data.labels >= 0]
+        if len(known) and int(known.max()) >= len(label_map):
+            raise ValueError(f"{data.name}: label {int(known.max())} is outside the run's label map data.labels="
+                             f"{','.join(label_map)} ({len(label_map)} labels)")
+        return data
+    unknown = [name for name in data.label_names if name not in label_map]
+    if unknown:
+        raise ValueError(f"{data.name}: subfolders {', '.join(unknown)} are not in the run's label map data.labels="
+                         f"{','.join(label_map)}; a label must mean the same at every party: rename the folders or "
+                         "declare the map with every party's label names")
+    to_global = torch.tensor([label_map.index(name) for name in data.label_names], dtype=torch.int64)
+    labels = torch.where(data.labels >= 0, to_global[data.labels.clamp_min(0)], data.labels)
+    return LabelledImages(data.images, labels, data.name, label_map)
+
+
+def folder_label_names(root: Path) -> tuple[str, ...]:
+    """The label names an image folder declares: its subfolders holding images (sorted), or none."""
+    if not root.is_dir():
+        raise ValueError(f"folder:{root}: no such folder")
+    return tuple(sorted({p.relative_to(root).parts[0] for p in root.rglob("*")
+                         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.parent != root}))
 
 
 def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -165,11 +197,16 @@ def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
 
 
 # -- image folders (CelebA / LSUN exports) ---------------------------------------------------------
+FOLDER_IMAGE_SIZE = 28
+"""An image folder's side when the model does not ask for one: the MLP family's 28 px (the DCGAN asks
+for 64 through :func:`distgan.models.natural_image_size`; ``data.image_size`` overrides both)."""
+
+
 @SOURCES.register("folder", "folder:DIR of png/jpg images; one subfolder per label is optional")
 def _folder(arg: str | None, image_size: int | None) -> LabelledImages:
     if not arg:
         raise ValueError("folder: needs a directory, e.g. folder:/data/celeba")
-    return read_image_folder(Path(arg), image_size or 64)
+    return read_image_folder(Path(arg), image_size or FOLDER_IMAGE_SIZE)
 
 
 def read_image_folder(root: Path, image_size: int) -> LabelledImages:
@@ -195,7 +232,8 @@ def read_image_folder(root: Path, image_size: int) -> LabelledImages:
         images[index] = picture_to_uint8(picture, image_size)
         if labelled:
             labels[index] = label_of[path.relative_to(root).parts[0]]
-    return LabelledImages(images, labels, f"folder {root} ({len(files)} images)")
+    return LabelledImages(images, labels, f"folder {root} ({len(files)} images)",
+                          tuple(subfolders) if labelled else None)
 
 
 def _is_grey(path: Path) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from distgan.data import LabelledImages, load_source
+from distgan.images import to_unit_range  # noqa: F401  (the metric modules import it from here)
 
 SPLIT_SEED = 20240607
 """Seed of the permutation that splits the bundled digits; changing it invalidates the shipped weights."""
@@ -39,6 +40,3 @@ def digit_split() -> DigitSplit:
                       held_out=data.subset(order[:HELD_OUT], name="mnist held-out reference"))
 
 
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1], the range generators produce."""
-    return images.float().div(127.5).sub(1.0)

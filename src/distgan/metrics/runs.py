@@ -9,7 +9,6 @@ metrics draw the same latent vectors (``EVAL_LATENT_SEED``) in both places.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from distgan import run_folder
 from distgan.metrics.base import (
     METRICS,
     EvalContext,
@@ -27,6 +27,7 @@ from distgan.metrics.base import (
     compute_metrics,
     default_metrics,
 )
+from distgan.sampling import generate, load_generator
 
 if TYPE_CHECKING:
     from distgan.config import Config
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("distgan")
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = run_folder.METRICS
 HEADLINE = ("cfid", "coverage/classes", "cis", "fid")
 """Scalars shown in the progress line (when computed)."""
 
@@ -70,30 +71,12 @@ def format_values(values: MetricValues) -> str:
     return " | ".join(parts)
 
 
-def append_metrics(run_dir: Path, round_number: int, values: MetricValues, elapsed_s: float | None) -> None:
-    line = {"round": round_number, "elapsed_s": elapsed_s, "metrics": values}
-    with (run_dir / METRICS_FILE).open("a") as stream:
-        stream.write(json.dumps(line) + "\n")
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Lines of ``metrics.jsonl``, one per round (a later line of the same round merges over an earlier)."""
-    path = run_dir / METRICS_FILE
-    by_round: dict[int, dict] = {}
-    if path.exists():
-        for text in path.read_text().splitlines():
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                break  # cut by a crash
-            entry = by_round.setdefault(int(line["round"]), {"round": int(line["round"]), "metrics": {}})
-            entry["elapsed_s"] = line.get("elapsed_s")
-            entry["metrics"].update(line.get("metrics", {}))
-    return [by_round[r] for r in sorted(by_round)]
+append_metrics = run_folder.append_metrics
+read_metrics = run_folder.read_metrics
 
 
 def parties_of(run_dir: Path) -> PartyLabels | None:
-    path = run_dir / "parties.json"
+    path = run_dir / run_folder.PARTIES
     return PartyLabels.load(path) if path.exists() else None
 
 
@@ -129,11 +112,10 @@ class RunMetrics:
 
     def context(self) -> EvalContext:
         coordinator = self.coordinator
-        latent_dim = coordinator.trainer.factory.latent_dim
+        latent_dim, device = coordinator.trainer.factory.latent_dim, coordinator.trainer.device
 
         def sample(count: int, seed: int) -> torch.Tensor:
-            latents = torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed))
-            return coordinator.trainer.sample(latents, coordinator.strategy.sampling_generator())
+            return generate(coordinator.strategy.sampling_generator(), count, seed, latent_dim, device)
 
         return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings)
 
@@ -178,8 +160,6 @@ def attach_metrics(coordinator: Coordinator, settings: EvalSettings | None = Non
 def evaluate_run(run_dir: Path, round_number: int | None = None, names: list[str] | None = None,
                  settings: EvalSettings | None = None) -> tuple[int, MetricValues]:
     """Recompute metrics for a run's checkpoint (default: the newest). Needs no data."""
-    from distgan.sampling import load_generator
-
     generator, config, found_round = load_generator(run_dir, round_number)
     settings = settings or EvalSettings()
     generator = generator.to(settings.device)
@@ -189,10 +169,7 @@ def evaluate_run(run_dir: Path, round_number: int | None = None, names: list[str
         raise MetricUnavailable(no_metrics_note(config, image_shape))  # type: ignore[arg-type]
 
     def sample(count: int, seed: int) -> torch.Tensor:  # the latents of training-time metrics
-        rng = torch.Generator().manual_seed(seed)
-        latents = torch.randn(count, config.model.latent_dim, generator=rng)
-        with torch.no_grad():
-            return torch.cat([generator(part.to(settings.device)).float().cpu() for part in latents.split(500)])
+        return generate(generator, count, seed, config.model.latent_dim, settings.device)
 
     context = EvalContext(sample, image_shape, parties_of(run_dir), settings)  # type: ignore[arg-type]
     return found_round, compute_metrics(context, chosen)

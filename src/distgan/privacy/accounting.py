@@ -8,7 +8,9 @@ sigma, epsilon (if any) is only a budget. The ledger is an :class:`opacus.accoun
 that the party steps once per mechanism invocation and asks for epsilon spent; it refuses, before
 any privacy is spent, a request that would take the party over its budget.
 
-Planned steps: ``train.rounds x local_steps x MESSAGES_PER_ROUND`` mechanism invocations, times
+Planned steps: ``train.rounds x local_steps`` mechanism invocations (one privacy-spending message per
+party and round; with ``strategy.switch=epoch`` one pass over the party's data, ``ceil(n / batch)``,
+instead of ``local_steps``), times
 ``train.d_steps`` for DP-SGD and the batch size for the gradient sanitizer (see
 :mod:`distgan.privacy.mechanisms`).
 """
@@ -27,9 +29,6 @@ from opacus.accountants.analysis import rdp as privacy_analysis
 from opacus.accountants.utils import get_noise_multiplier
 
 from distgan.config import Config
-
-MESSAGES_PER_ROUND: dict[str, int] = {}
-"""Messages that spend privacy per party and round, for strategies sending more than one (default 1)."""
 
 
 class PrivacyBudgetExhausted(RuntimeError):
@@ -79,15 +78,20 @@ class PrivacyPlan:
                 f"max_grad_norm={self.max_grad_norm:g}, delta={self.target_delta:.3g}, epsilon budget {budget}")
 
 
-def mechanism_steps_per_round(config: Config, mechanism: str) -> int:
-    """Mechanism invocations of one party in one round: D steps (dp-sgd), or feedback batches."""
+def mechanism_steps_per_round(config: Config, mechanism: str, samples: int | None = None) -> int:
+    """Mechanism invocations of one party in one round: D steps (dp-sgd), or feedback batches.
+    ``samples``: the party's record count, which sets a visit's steps with ``strategy.switch=epoch``."""
     d_steps = config.train.d_steps if mechanism == "dp-sgd" else 1
-    return config.train.local_steps * d_steps * MESSAGES_PER_ROUND.get(config.strategy.name, 1)
+    if samples is None:
+        if config.strategy.switch == "epoch":
+            raise ValueError("strategy.switch=epoch: a party's steps per round depend on its sample count")
+        samples = 0
+    return config.steps_per_visit(samples) * d_steps
 
 
-def planned_mechanism_steps(config: Config, mechanism: str) -> int:
+def planned_mechanism_steps(config: Config, mechanism: str, samples: int | None = None) -> int:
     """Mechanism invocations one party makes in a full run."""
-    return config.train.rounds * mechanism_steps_per_round(config, mechanism)
+    return config.train.rounds * mechanism_steps_per_round(config, mechanism, samples)
 
 
 def counts_release(config: Config) -> tuple[float, float, int]:
@@ -113,12 +117,12 @@ def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
         sample_rate, per_step = 1.0, batch
     else:
         raise ValueError(f"privacy.mechanism={mechanism!r}: unknown mechanism")
-    steps = planned_mechanism_steps(config, mechanism) * per_step
+    steps = planned_mechanism_steps(config, mechanism, samples) * per_step
     prior = (counts_release(config),)
     if privacy.noise_multiplier is not None:
         sigma, planned = privacy.noise_multiplier, 0
         if privacy.epsilon is not None:
-            round_steps = mechanism_steps_per_round(config, mechanism) * per_step
+            round_steps = mechanism_steps_per_round(config, mechanism, samples) * per_step
             first_round = RDPAccountant()
             first_round.history = [*prior, (sigma, sample_rate, round_steps)]
             with _quiet_alpha_warning():

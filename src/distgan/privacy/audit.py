@@ -36,10 +36,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from distgan import run_folder
 from distgan.assembly import DataPlan, plan_data
-from distgan.checkpoint import CheckpointError, atomic_write_text, load_checkpoint, unprefixed
+from distgan.checkpoint import CheckpointError, atomic_write_text, unprefixed
 from distgan.config import Config
 from distgan.data import LabelledImages
+from distgan.images import to_unit_range
 from distgan.models import build_models
 from distgan.report import AUDIT_FILE
 
@@ -51,10 +53,6 @@ MEMORIZATION_RATIO_FLAG = 0.8
 
 class AuditError(ValueError):
     """The run cannot be audited as asked; the message says why and what to do."""
-
-
-def _unit(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div(127.5).sub(1.0)
 
 
 def _nearest_distances(queries: torch.Tensor, references: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -112,8 +110,8 @@ def audit_party(generated: torch.Tensor, members: LabelledImages, held_out: Labe
     if count == 0:
         raise AuditError(f"{members.name}: no held-out samples with its labels {labels} to compare with")
     rng = torch.Generator().manual_seed(seed)
-    member_images = _unit(_subsample(members.images, count, rng))
-    other_images = _unit(_subsample(held_out.images, count, rng))
+    member_images = to_unit_range(_subsample(members.images, count, rng))
+    other_images = to_unit_range(_subsample(held_out.images, count, rng))
     fakes, member_rows, other_rows = generated.flatten(1), member_images.flatten(1), other_images.flatten(1)
     to_members, to_others = _nearest_distances(fakes, member_rows), _nearest_distances(fakes, other_rows)
     median_members, median_others = float(to_members.median()), float(to_others.median())
@@ -166,16 +164,13 @@ def audit_samples(generated: torch.Tensor, plan: DataPlan, held_out: LabelledIma
 def _newest_discriminator(run_dir: Path, config: Config, party: int, image_shape: tuple[int, int, int]) -> \
         nn.Module | None:
     """Party ``party``'s D from its newest intact checkpoint in the run folder (its own storage)."""
-    folder = run_dir / "parties" / f"party-{party}"
-    for stem in sorted({path.with_suffix("") for path in folder.glob("round-*.json")}, reverse=True):
-        try:
-            tensors, _ = load_checkpoint(stem)
-        except CheckpointError:
-            continue
-        discriminator = build_models(config.model, image_shape).discriminator()
-        discriminator.load_state_dict(unprefixed("discriminator", tensors))
-        return discriminator
-    return None
+    try:
+        tensors, _ = run_folder.newest_intact(run_folder.party_state_dir(run_dir, party))
+    except CheckpointError:
+        return None
+    discriminator = build_models(config.model, image_shape).discriminator()
+    discriminator.load_state_dict(unprefixed("discriminator", tensors))
+    return discriminator
 
 
 def audit_run(run_dir: Path, samples: int = 2000, max_reference: int = 1000, seed: int = 0,

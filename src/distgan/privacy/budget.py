@@ -87,7 +87,8 @@ class BudgetMonitor:
         plan = self._plans.get(party)
         if plan is None:
             return None
-        steps = rounds * mechanism_steps_per_round(coordinator.config, plan.mechanism)
+        samples = coordinator.strategy.context.party_sizes.get(int(party))
+        steps = rounds * mechanism_steps_per_round(coordinator.config, plan.mechanism, samples)
         return PrivacyLedger(plan).epsilon_after(steps) if steps else 0.0
 
     def next_round_epsilon(self, coordinator: Coordinator, party: str) -> float | None:

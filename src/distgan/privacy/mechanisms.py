@@ -59,6 +59,7 @@ from torch import nn
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.data.sources import LabelledImages
+from distgan.images import to_unit_range
 from distgan.privacy.accounting import (
     PlanError,
     PrivacyBudgetExhausted,
@@ -89,10 +90,6 @@ class RepeatRefused(p.ProtocolError):
 
 class WithheldError(RuntimeError):
     """A private party's failure, its text withheld: it may depend on private data."""
-
-
-def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div_(127.5).sub_(1.0)
 
 
 class PartyPrivacy(ABC):
@@ -213,7 +210,7 @@ class PartyPrivacy(ABC):
             return self._stats(reply)
         if isinstance(reply, p.Feedback):
             return self._feedback(reply)
-        if isinstance(reply, (p.DeltaUpload, p.WeightsReply)):
+        if isinstance(reply, (p.DeltaUpload, p.WeightsReply, p.GeneratorReply)):
             return self._weights(reply)
         raise PrivacyViolation(f"{self.owner}: {reply.kind} is not a reply the {self.name} mechanism covers; "
                                "it is withheld under differential privacy")
@@ -227,7 +224,7 @@ class PartyPrivacy(ABC):
     def _feedback(self, reply: p.Feedback) -> p.Feedback: ...
 
     @abstractmethod
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message: ...
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message: ...
 
     # -- checkpoints (the party's own storage) ------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -326,7 +323,7 @@ class DPSGDDiscriminator(PartyPrivacy):
         """Each record joins with probability q, independently: the sampling RDP amplification assumes."""
         chosen = torch.rand(len(self._data), generator=self._sampling_rng) < self.plan.sample_rate
         index = chosen.nonzero().squeeze(1)
-        return _to_unit_range(self._data.images[index]).to(self._device)
+        return to_unit_range(self._data.images[index]).to(self._device)
 
     def discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
         self.ledger.check(len(fakes))
@@ -379,7 +376,7 @@ class DPSGDDiscriminator(PartyPrivacy):
     def _feedback(self, reply: p.Feedback) -> p.Feedback:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
 
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
 
 
@@ -413,7 +410,7 @@ class GradientSanitizer(PartyPrivacy):
         return dataclasses.replace(reply, stats=self._stats(reply.stats), logits=torch.zeros_like(reply.logits),
                                    input_gradients=(-2.0 * sanitized).float())
 
-    def _weights(self, reply: p.DeltaUpload | p.WeightsReply) -> p.Message:
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
         raise PrivacyViolation(f"{self.owner}: the gradient-sanitizer mechanism leaves D without noise, so D's "
                                f"weights ({reply.kind}) must not leave the party; use privacy.mechanism=dp-sgd")
 
@@ -423,9 +420,10 @@ def resolve_mechanism(config: Config) -> str:
     mechanism = config.privacy.mechanism
     if mechanism == "auto":
         return "dp-sgd"
-    if mechanism == "gradient-sanitizer" and config.strategy.name not in FEEDBACK_ONLY_STRATEGIES:
+    if mechanism == "gradient-sanitizer" and (config.strategy.name not in FEEDBACK_ONLY_STRATEGIES
+                                              or config.strategy.switch == "epoch"):
         raise ValueError(f"privacy.mechanism='gradient-sanitizer' does not cover strategy {config.strategy.name!r}, "
-                         f"whose parties send D weights; it suits {', '.join(sorted(FEEDBACK_ONLY_STRATEGIES))}. "
+                         f"whose parties send weights (D's, or with strategy.switch=epoch G's, trained against D); it suits {', '.join(sorted(FEEDBACK_ONLY_STRATEGIES))}. "
                          "Use privacy.mechanism=dp-sgd (or auto)")
     return mechanism
 

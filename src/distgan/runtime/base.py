@@ -44,6 +44,7 @@ REPLY_TYPES: dict[type[p.Message], tuple[type[p.Message], ...]] = {
     p.TrainAndUpload: (p.DeltaUpload,), p.TrainLocalGAN: (p.WeightsReply,),
     p.ExportDiscriminator: (p.WeightsReply,), p.ImportDiscriminator: (p.Ack,), p.SaveState: (p.Ack,),
     p.LoadState: (p.Ack,), p.Describe: (p.Description,),
+    p.GenerateAndUpload: (p.DeltaUpload,), p.TrainGeneratorEpoch: (p.GeneratorReply,),
 }
 
 
@@ -55,6 +56,8 @@ class ModelReference:
     discriminator: dict[str, tuple[tuple[int, ...], torch.dtype]]
     discriminator_size: int
     """Entries of D's flat parameter vector (what server-d deltas index)."""
+    generator_parameters: tuple[tuple[int, ...], ...] = ()
+    """Shapes of G's parameters in order (what the Adam state of a travelling G is indexed by)."""
 
     @classmethod
     def of(cls, generator: nn.Module, discriminator: nn.Module) -> ModelReference:
@@ -62,17 +65,19 @@ class ModelReference:
             return {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
 
         return cls(entries(generator), entries(discriminator),
-                   sum(parameter.numel() for parameter in discriminator.parameters()))
+                   sum(parameter.numel() for parameter in discriminator.parameters()),
+                   tuple(tuple(parameter.shape) for parameter in generator.parameters()))
 
     def nbytes(self) -> int:
         return sum(torch.Size(shape).numel() * dtype.itemsize
                    for entries in (self.generator, self.discriminator) for shape, dtype in entries.values())
 
     def reply_byte_limit(self, expect: p.Expectations) -> int:
-        """Twice the largest legitimate reply (both models' weights plus a full feedback), plus 1 MiB:
-        a reply above it is refused before anything looks inside."""
+        """Twice the largest legitimate reply (both models' weights, or G with its two Adam moments, plus a
+        full feedback), plus 1 MiB: a reply above it is refused before anything looks inside."""
         feedback = expect.max_steps * expect.batch_size * (torch.Size(expect.image_shape).numel() + 1) * 4
-        return min(expect.max_bytes, 2 * (self.nbytes() + feedback) + (1 << 20))
+        generator_with_adam = 3 * 4 * sum(torch.Size(shape).numel() for shape in self.generator_parameters)
+        return min(expect.max_bytes, 2 * (max(self.nbytes(), generator_with_adam) + feedback) + (1 << 20))
 
 
 def check_reply(sender: str, request: p.Message, reply: p.Message, models: ModelReference | None) -> None:
@@ -97,9 +102,9 @@ def check_reply(sender: str, request: p.Message, reply: p.Message, models: Model
                                   "of the D parameters")
         if len(reply.indices.unique()) != len(reply.indices):
             raise p.ProtocolError(f"{sender}: {reply.kind}.indices repeat an entry")
-    if isinstance(reply, p.WeightsReply):
+    if isinstance(reply, (p.WeightsReply, p.GeneratorReply)):
         for name, reference in (("generator", models.generator), ("discriminator", models.discriminator)):
-            weights = getattr(reply, name)
+            weights = getattr(reply, name, None)
             if not weights:
                 continue
             if set(weights) != set(reference):
@@ -110,6 +115,21 @@ def check_reply(sender: str, request: p.Message, reply: p.Message, models: Model
                 if tuple(tensor.shape) != shape or tensor.dtype != dtype:
                     raise p.ProtocolError(f"{sender}: {reply.kind}.{name}/{key} is {tensor.dtype} "
                                           f"{tuple(tensor.shape)}, the model's is {dtype} {shape}")
+    if isinstance(reply, p.GeneratorReply):
+        check_adam_state(sender, reply.kind, reply.optimizer, models.generator_parameters)
+
+
+def check_adam_state(sender: str, kind: str, state: p.Weights, parameters: tuple[tuple[int, ...], ...]) -> None:
+    """Adam state of G: moments shaped like the parameter they belong to, a scalar step count."""
+    for key, tensor in state.items():
+        index, _, name = key.partition("/")
+        if not index.isdigit() or int(index) >= len(parameters):
+            raise p.ProtocolError(f"{sender}: {kind}.optimizer/{key} names no parameter of G "
+                                  f"(it has {len(parameters)})")
+        want = () if name == "step" else parameters[int(index)]
+        if tuple(tensor.shape) != want or tensor.dtype != torch.float32:
+            raise p.ProtocolError(f"{sender}: {kind}.optimizer/{key} is {tensor.dtype} {tuple(tensor.shape)}, "
+                                  f"expected float32 {want}")
 
 
 @dataclass

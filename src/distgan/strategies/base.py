@@ -26,6 +26,9 @@ class RoundResult:
     g_loss: float
     party_stats: dict[int, p.DiscriminatorStats]
     extra: dict[str, float] = field(default_factory=dict)
+    g_steps: int | None = None
+    """G steps taken away from the platform this round (weights-travelling round-robin): G's average then
+    ticks once per step; None: once per round (:meth:`GeneratorTrainer.update_average`)."""
 
 
 @dataclass
@@ -84,7 +87,3 @@ def only(replies: dict[int, p.Message], kind: type[p.Message]) -> dict[int, p.Me
         if not isinstance(reply, kind):
             raise p.ProtocolError(f"party {party}: expected {kind.__name__}, got {type(reply).__name__}")
     return replies
-
-
-def stats_of(reply: p.Message) -> p.DiscriminatorStats:
-    return reply if isinstance(reply, p.DiscriminatorStats) else reply.stats  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
 """md-gan (Hardy, Le Merrer & Sericola 2019, "MD-GAN"): one G on the platform, one D per party,
-error feedback averaged, discriminators swapped among parties every ``strategy.swap_every`` rounds.
+error feedback averaged, discriminators swapped among parties every ``strategy.swap_every`` rounds
+(or once per epoch, MD-GAN's own rule, with ``strategy.swap_per_epoch``).
 
 Each round every selected party trains D_j on real vs the round's generated batches and returns
 its error feedback on them: D_j's logits and d logit / d image. MD-GAN's server update is the
@@ -20,6 +21,7 @@ the platform sees them; a swap costs two D transfers per party in ``bytes_up`` /
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import torch
@@ -51,10 +53,18 @@ class MDGAN(AverageOutput):
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         result = super().run_round(round_index, parties, selected)
         swapped = 0.0
-        if (round_index + 1) % self.config.strategy.swap_every == 0:
+        if (round_index + 1) % self.swap_interval() == 0:
             swapped = float(len(self.swap(round_index, parties)))
         result.extra["swapped_discriminators"] = swapped
         return result
+
+    def swap_interval(self) -> int:
+        """Rounds between swaps: ``strategy.swap_every``, or one epoch of the mean party's data
+        (``strategy.swap_per_epoch``; each round is one batch per party)."""
+        if not self.config.strategy.swap_per_epoch:
+            return self.config.strategy.swap_every
+        sizes = list(self.context.party_sizes.values())
+        return max(1, math.ceil(sum(sizes) / len(sizes) / self.config.train.batch_size))
 
     def swap(self, round_index: int, parties: Parties) -> dict[int, int]:
         """Move every active party's D to the next party of this round's cycle; returns the plan."""

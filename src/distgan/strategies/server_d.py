@@ -13,6 +13,12 @@ selects the biggest delta w_i"), ``mean`` their mean, ``sum`` their sum (Shokri 
 server, which adds every uploaded delta to the global parameters). G then takes ``local_steps`` steps against the
 server D (Alg. 1 lines 7-10). The server D starts from the same weights as every D_j.
 
+With ``strategy.fakes=party`` the platform sends G's weights instead of the batches and each party
+generates its ``local_steps`` batches itself (latents from its own seeded stream; every party its
+own, where the batch variant gives all parties the same): the same work per party (D steps, upload)
+in a message whose size depends on G, not on ``local_steps``. What the party learns that it did not
+before: G's weights (it already saw G's samples).
+
 Download rule (the paper has none; Shokri & Shmatikov let participants fetch the parameters that
 were updated most): the coordinator sends party j the theta_d entries of the server D that moved
 most since the server last sent them to j. It is deterministic (so a resumed run repeats it
@@ -31,7 +37,7 @@ import torch
 
 from distgan import protocol as p
 from distgan.checkpoint import prefixed, unprefixed
-from distgan.party import build_discriminator, flat_parameters, set_flat_parameters
+from distgan.party import build_discriminator, cpu_state_dict, flat_parameters, set_flat_parameters
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
 
@@ -122,11 +128,17 @@ class ServerDiscriminator(Strategy):
         self.downloads = None if fraction is None else \
             DownloadSchedule(flat_parameters(self.server_d), sorted(context.party_sizes), fraction)
 
-    def _request(self, party: int, fakes: torch.Tensor) -> p.TrainAndUpload:
+    def _request(self, party: int, fakes: torch.Tensor | None, generator: p.Weights | None = None) -> p.Message:
+        """The party's request: the fakes to train on, or (``strategy.fakes=party``) G's weights to make them."""
         strategy = self.config.strategy
         indices = values = None
         if self.downloads is not None:
             indices, values = self.downloads.choose(party, flat_parameters(self.server_d))
+        if generator is not None:
+            return p.GenerateAndUpload(self.local_steps, upload_fraction=strategy.upload_fraction,
+                                       selection=strategy.selection, generator=generator,
+                                       download_indices=indices, download_values=values)
+        assert fakes is not None
         return p.TrainAndUpload(fakes, upload_fraction=strategy.upload_fraction, selection=strategy.selection,
                                 download_indices=indices, download_values=values)
 
@@ -139,9 +151,14 @@ class ServerDiscriminator(Strategy):
         return len(indices)
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
-        batches = self.trainer.fakes(self.local_steps)
-        batches.first_graph = None  # G's steps below draw fresh latents against the server D
-        replies = only(parties.request({j: self._request(j, batches.images) for j in selected}), p.DeltaUpload)
+        if self.config.strategy.fakes == "party":
+            generator = cpu_state_dict(self.trainer.module)
+            requests = {j: self._request(j, None, generator) for j in selected}
+        else:
+            batches = self.trainer.fakes(self.local_steps)
+            batches.first_graph = None  # G's steps below draw fresh latents against the server D
+            requests = {j: self._request(j, batches.images) for j in selected}
+        replies = only(parties.request(requests), p.DeltaUpload)
         if not replies:
             return RoundResult(0.0, {})
         answered = sorted(replies)

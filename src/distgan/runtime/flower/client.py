@@ -5,18 +5,27 @@ its party from its node config (:mod:`distgan.runtime.flower.node`) and answers 
 and the party's reply to Describe.
 Every later message is a protocol request, decoded, handed to the party, its reply encoded.
 
-Flower deployment starts a new ClientApp process for every message, and the simulation engine may
-hand a node's messages to different actors, so the party's whole state (D, optimizers, RNG, local
-G: :meth:`Party.state_tensors`) goes into the node's ``context.state`` after every message, which
+Flower deployment starts a new ClientApp process for every message (unless the node runs resident
+parties: :mod:`distgan.runtime.flower.resident`), and the simulation engine may hand a node's
+messages to different actors, so the party's whole state (D, optimizers, RNG, local G:
+:meth:`Party.state_tensors`) goes into the node's ``context.state`` after every message, which
 Flower keeps per node for the run, and is restored from there when this process does not already
 hold the latest version. Nothing here assumes one host. Any failure becomes an error reply naming
 the party; the ServerApp counts it as that party's failure.
+
+Order: a ``flwr-clientapp`` process pushes its reply *before* its Context (Flower 1.42,
+``run_clientapp``), so a fast next message could be given the previous Context. Such a process
+therefore also writes the party's state to the node's state folder (:func:`live_state_path`)
+before it returns the reply, and a restore takes whichever of the two is newer. A resident party
+process pushes the Context before it takes the next task, so it needs no file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -32,7 +41,7 @@ from flwr.common.constant import ErrorCode
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.party import Party
-from distgan.runtime.flower.node import NodeSettings, build_node_party
+from distgan.runtime.flower.node import NodeSettings, build_node_party, run_key_of
 from distgan.runtime.flower.records import envelope_of, from_content, to_content
 
 log = logging.getLogger("distgan.flower")
@@ -94,7 +103,7 @@ def _hello(content: RecordDict, context: Context, state_root: Path | None) -> Re
         raise p.ProtocolError(f"{HELLO} without session and config")
     session, config_json = str(record["session"]), str(record["config"])
     config = Config.from_dict(json.loads(config_json))
-    node = NodeSettings.from_node_config(dict(context.node_config), config, context.run_id, state_root)
+    node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
     # The greeting answers with the party's Description, saving deployment one round trip.
     description = party.handle(p.Describe())
@@ -119,10 +128,42 @@ def _serve(message: Message, context: Context, state_root: Path | None, keep_liv
     started = time.perf_counter()
     reply = party.handle(request)
     seconds = time.perf_counter() - started
-    _store(context, session, str(session_record["config"]), party, _version(session_record) + 1)
+    version = _version(session_record) + 1
+    if PER_MESSAGE_PROCESS:  # durable before the reply leaves: see the module docstring
+        config = Config.from_dict(json.loads(str(session_record["config"])))
+        node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
+        _write_live_state(live_state_path(node.state_root, context.run_id, context.node_id), session, version, party)
+    _store(context, session, str(session_record["config"]), party, version)
     if party.privacy is not None:  # compute time depends on the Poisson batch and the data: withheld under DP
         seconds = 0.0
     return to_content(reply, {"session": session, "party": party.party_id, "seconds": seconds})
+
+
+PER_MESSAGE_PROCESS = os.path.basename(sys.argv[0]) == "flwr-clientapp"
+"""True in a process Flower started for one message (its Context is pushed after the reply)."""
+
+
+def live_state_path(state_root: Path, run_id: int, node_id: int) -> Path:
+    """Where a per-message ClientApp process leaves its party's latest state for the next one."""
+    return state_root / "flower-live" / f"run-{run_id}-node-{node_id}.pt"
+
+
+def _write_live_state(path: Path, session: str, version: int, party: Party) -> None:
+    tensors, meta = party.state_tensors()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    torch.save({"session": session, "version": version, "meta": json.dumps(meta),
+                "tensors": {name: tensor.detach().cpu() for name, tensor in tensors.items()}}, partial)
+    os.replace(partial, path)  # atomic: a reader sees the old state or the new one
+
+
+def _read_live_state(path: Path, session: str) -> tuple[int, dict[str, torch.Tensor], dict] | None:
+    if not path.is_file():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if saved.get("session") != session:
+        return None
+    return int(saved["version"]), dict(saved["tensors"]), json.loads(saved["meta"])
 
 
 def _restore(context: Context, state_root: Path | None, keep_live: bool) -> Party:
@@ -134,11 +175,18 @@ def _restore(context: Context, state_root: Path | None, keep_live: bool) -> Part
         _live.move_to_end(key)
         return live.party
     config = Config.from_dict(json.loads(str(record["config"])))
-    node = NodeSettings.from_node_config(dict(context.node_config), config, context.run_id, state_root)
+    node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
-    arrays = context.state.array_records[PARTY_STATE_RECORD]
-    tensors = {name: torch.from_numpy(np.array(array.numpy(), copy=True)) for name, array in arrays.items()}
-    party.load_state_tensors(tensors, json.loads(str(record["meta"])))
+    saved = _read_live_state(live_state_path(node.state_root, context.run_id, context.node_id), session)
+    if saved is not None and saved[0] > version:  # the previous process's Context was not pushed yet
+        log.info("node %d: party state version %d from %s (the Context holds %d)", context.node_id,
+                 saved[0], node.state_root, version)
+        _, tensors, meta = saved
+    else:
+        arrays = context.state.array_records[PARTY_STATE_RECORD]
+        tensors = {name: torch.from_numpy(np.array(array.numpy(), copy=True)) for name, array in arrays.items()}
+        meta = json.loads(str(record["meta"]))
+    party.load_state_tensors(tensors, meta)
     return party
 
 

@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from distgan import run_folder
 from distgan.config import Config
 from distgan.runtime.flower import FLOWER_ENVIRONMENT
 from distgan.runtime.flower.apps import write_app
 from distgan.runtime.flower.parties import FlowerSettings
+from distgan.runtime.flower.resident import resident_supernode_command
 from distgan.runtime.flower.tls import NodeKey, ServerCertificates, make_node_key, make_server_certificates
 
 if TYPE_CHECKING:
@@ -91,6 +93,8 @@ class LocalFederation:
     secure: bool = True
     """TLS and SuperNode authentication (False: plain HTTP, any node may join)."""
     startup_timeout_s: float = 90.0
+    resident: bool = True
+    """SuperNodes run resident party processes (no process per message) where Flower allows."""
     started: list[Started] = field(default_factory=list)
     port: int = 0
     certificates: ServerCertificates | None = None
@@ -102,10 +106,7 @@ class LocalFederation:
 
     # -- processes --------------------------------------------------------------------------------
     def environment(self, home: str, **extra: str) -> dict[str, str]:
-        env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(self.work / "home" / home),
-               # SuperExec looks for new ServerApp / ClientApp tasks every second by default: a
-               # quarter of that takes ~0.4 s off every message for a few cheap local requests.
-               "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.25", **extra}
+        env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(self.work / "home" / home), **extra}
         Path(env["FLWR_HOME"]).mkdir(parents=True, exist_ok=True)
         return env
 
@@ -142,6 +143,10 @@ class LocalFederation:
                 _wait_group(item.process.pid, 3.0)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 item.process.wait(timeout=5)
+        # The SuperLink starts its SuperExec in a session of its own (Flower detaches it and lets
+        # it notice its parent's death, 0.2 s polls): end it and anything else still running with
+        # a FLWR_HOME of this federation.
+        _end_processes(_processes_with_home_under(self.work / "home"), STOP_GRACE_S)
 
     def __enter__(self) -> Self:
         return self
@@ -210,14 +215,17 @@ class LocalFederation:
 
     def start_supernode(self, name: str, node_config: dict[str, int | str], key: NodeKey | None,
                         threads: int | None = None) -> Started:
+        runtime_port = free_port()
         command = [flower_executable("flower-supernode"), "--superlink", f"{HOST}:{self.port}",
-                   "--host", HOST, "--port", str(free_port()), "--node-config", node_config_text(node_config)]
+                   "--host", HOST, "--port", str(runtime_port), "--node-config", node_config_text(node_config)]
         if self.certificates is not None:
             command += ["--root-certificates", str(self.certificates.ca_certificate)]
         else:
             command.append("--insecure")
         if key is not None:
             command += ["--auth-supernode-private-key", str(key.private_key)]
+        if self.resident:
+            command = resident_supernode_command(command, f"{HOST}:{runtime_port}")
         extra = {"OMP_NUM_THREADS": str(threads)} if threads else {}
         return self.start(name, command, self.environment(name, **extra))
 
@@ -263,6 +271,38 @@ def _group_alive(pgid: int) -> bool:
             return False
         return True
     return False
+
+
+def _processes_with_home_under(folder: Path) -> list[int]:
+    """Live (non-zombie) processes whose FLWR_HOME lies under ``folder``."""
+    marker = f"FLWR_HOME={folder}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if marker in (proc / "environ").read_bytes() and \
+                    (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(int(proc.name))
+    return found
+
+
+def _end_processes(pids: list[int], grace_s: float) -> None:
+    """SIGTERM to ``pids``, SIGKILL to those still alive after ``grace_s``."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while (alive := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _wait_group(pgid: int, seconds: float) -> None:
@@ -330,11 +370,12 @@ class LogFollower:
 
 def run_local(config: Config, run_dir: Path, party_data: list[str] | None = None, secure: bool = True,
               resume: bool = False, settings: FlowerSettings | None = None,
-              echo: IO[str] | None = sys.stderr) -> dict[str, Any]:
+              echo: IO[str] | None = sys.stderr, resident: bool = True) -> dict[str, Any]:
     """Train ``config`` on a loopback federation with one SuperNode per party; returns the Flower
     run record (status ``finished:completed``) or raises FlowerLaunchError. ``party_data``: one
     data spec per party (its node's ``data-dir``); None splits ``config.data.source`` as
-    ``distgan train`` does."""
+    ``distgan train`` does. ``resident``: resident party processes on the SuperNodes (False:
+    Flower's ClientApp process per message)."""
     from distgan.strategies import STRATEGIES
 
     count = 1 if STRATEGIES.get(config.strategy.name).pooled_data else config.data.parties
@@ -342,7 +383,8 @@ def run_local(config: Config, run_dir: Path, party_data: list[str] | None = None
         raise ValueError(f"--party-data given {len(party_data)} times for {count} parties")
     run_dir = run_dir.resolve()
     threads = max(1, (os.cpu_count() or 1) // count)
-    with terminate_on_sigterm(), LocalFederation(run_dir / "flower", secure=secure) as federation:
+    with terminate_on_sigterm(), LocalFederation(run_dir / "flower", secure=secure,
+                                                         resident=resident) as federation:
         federation.start_superlink()
         keys = federation.make_keys(count) if secure else [None] * count
         if secure:
@@ -356,13 +398,13 @@ def run_local(config: Config, run_dir: Path, party_data: list[str] | None = None
             nodes.append(federation.start_supernode(f"supernode-{j}", node_config, key, threads))
         app_dir = federation.work / "app"
         write_app(app_dir, config, run_dir, resume=resume, settings=settings)
-        follower = LogFollower(run_dir / "log.txt", echo)
+        follower = LogFollower(run_dir / run_folder.LOG, echo)
         if resume and follower.path.is_file():
             follower.offset = follower.path.stat().st_size
 
         def watch() -> None:
             follower()
-            if (run_dir / "stats.jsonl").exists():
+            if (run_dir / run_folder.STATS).exists():
                 return  # training runs: a node that dies now is the ServerApp's to handle
             for node in nodes:
                 if node.process.poll() is not None:

@@ -8,9 +8,16 @@ Read from the node config (``flower-supernode --node-config``; the simulation en
 ``data-dir``        the node's OWN data as a source spec (``mnist:DIR``, ``folder:DIR``, a plain
                     folder means ``folder:DIR``); without it the node takes share ``partition-id``
                     of the run's ``data.source`` split by ``data.split`` (simulation, demos)
-``state-dir``       where the party keeps its checkpoints (``<state-dir>/parties/party-<id>``) and,
-                    under DP, its privacy journal (``<state-dir>/privacy/<dataset>``: the ledger and the
-                    replies it released, one per dataset across runs, :mod:`distgan.privacy.journal`)
+``state-dir``       where the party keeps its checkpoints: a folder per distgan run,
+                    ``<state-dir>/run-<run id>/parties/party-<id>``, so runs sharing a state-dir
+                    never load or prune each other's files (``run.json`` there names the run)
+                    and, under DP, its privacy journal (``<state-dir>/privacy/dataset-<hash>``: the
+                    ledger and the replies it released, one per dataset across runs,
+                    :mod:`distgan.privacy.journal`)
+
+The run id is the distgan run's, not Flower's: it is the part of the session before the first
+``.`` (the ServerApp keeps it in ``RUN_DIR/run-id``), so a resumed run, which Flower gives a new
+run id, finds its parties' checkpoints again.
 
 The node's own privacy floor (``distgan flower supernode --privacy-floor``): the data holder, not the
 coordinator, fixes the least privacy any run on its data gets. A run asking for less is refused at
@@ -37,6 +44,7 @@ from typing import Any
 import torch
 
 from distgan.assembly import DataPlan, build_party, plan_data
+from distgan.checkpoint import atomic_write_text
 from distgan.config import Config
 from distgan.data import SOURCES, Partition
 from distgan.party import Party
@@ -152,11 +160,16 @@ class NodeSettings:
     party_id: int
     data_source: str | None
     state_root: Path
+    """This run's state folder on the node (``<state-dir>/run-<run id>``)."""
+    run_key: str = ""
     floor: PrivacyFloor | None = None
+    node_root: Path | None = None
+    """The node's state folder (``state-dir``), where its datasets' privacy journals live across runs."""
 
     @classmethod
-    def from_node_config(cls, node_config: dict[str, Any], config: Config, run_id: int,
+    def from_node_config(cls, node_config: dict[str, Any], config: Config, run_id: int | str,
                          default_state_root: Path | None = None) -> NodeSettings:
+        """``run_id``: the distgan run (:func:`run_key_of` the session) whose state folder this node uses."""
         raw_id = node_config.get("partition-id")
         if isinstance(raw_id, bool) or not isinstance(raw_id, int):
             raise NodeConfigError(f"node config partition-id={raw_id!r}: every node needs an integer "
@@ -181,8 +194,9 @@ class NodeSettings:
             raise NodeConfigError("a node with a privacy floor keeps its dataset's privacy ledger under its "
                                   "state-dir, which must outlive runs: set node config state-dir")
         else:
-            state_root = Path(tempfile.gettempdir()) / "distgan-flower" / f"run-{run_id}"
-        return cls(raw_id, source_spec(data_dir) if data_dir else None, state_root, floor)
+            state_root = Path(tempfile.gettempdir()) / "distgan-flower"
+        return cls(raw_id, source_spec(data_dir) if data_dir else None, run_state_folder(state_root, str(run_id)),
+                   str(run_id), floor, state_root)
 
     def journal_dir(self, config: Config) -> Path:
         """Where this node keeps the privacy journal of its dataset: one per dataset, across runs."""
@@ -196,7 +210,27 @@ class NodeSettings:
             identity = {"source": data.source, "limit": data.limit, "split": data.split, "parties": data.parties,
                         "party": self.party_id, "seed": config.runtime.seed}
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        return self.state_root / "privacy" / f"dataset-{key}"
+        return (self.node_root or self.state_root) / "privacy" / f"dataset-{key}"
+
+
+def run_key_of(session: str) -> str:
+    """The distgan run a session belongs to: the session up to its first ``.``."""
+    return session.split(".", 1)[0]
+
+
+def run_state_folder(state_root: Path, run_key: str) -> Path:
+    """``<state_root>/run-<run_key>``: this run's party state, apart from every other run's."""
+    if not run_key or not all(c.isalnum() or c in "-_" for c in run_key):
+        raise NodeConfigError(f"run id {run_key!r}: expected letters, digits, - and _ only")
+    return state_root / f"run-{run_key}"
+
+
+def mark_run_state_folder(folder: Path, run_key: str) -> None:
+    """Write ``run.json`` (the run id) into a run's state folder once, so an operator can tell runs apart."""
+    marker = folder / "run.json"
+    if not marker.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, json.dumps({"run": run_key}) + "\n")
 
 
 def source_spec(data_dir: str) -> str:
@@ -212,12 +246,19 @@ def build_node_party(config: Config, node: NodeSettings) -> Party:
         config = node.floor.apply(config)
     pooled = STRATEGIES.get(config.strategy.name).pooled_data
     journal = node.journal_dir(config)
+    if node.run_key:
+        mark_run_state_folder(node.state_root, node.run_key)
     if node.data_source is None:
         return build_party(config, plan_data(config), node.party_id, node.state_root, pooled, journal)
     own = dataclasses.replace(config, data=dataclasses.replace(
         config.data, source=node.data_source, split="iid", parties=1),
         train=dataclasses.replace(config.train, parties_per_round=None))
     data_plan = plan_data(own)
+    if data_plan.data.label_names is not None and config.data.labels is None:
+        raise NodeConfigError(
+            f"{node.data_source}: labelled by subfolder ({', '.join(data_plan.data.label_names)}), but the run declares "
+            "no label map, so label k would mean this node's k-th folder; start the run with the map of every "
+            "party's label names (distgan flower app --labels NAME,NAME,... or --set data.labels=...)")
     # This node knows only its own data: in its view of the partition every other share is empty.
     empty = torch.zeros(0, dtype=torch.int64)
     shares = [empty] * node.party_id + [torch.arange(len(data_plan.data))]

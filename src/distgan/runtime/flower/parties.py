@@ -227,7 +227,8 @@ class FlowerParties(Parties):
     # -- overhead per round ----------------------------------------------------------------------------
     def record_round(self, coordinator: object, round_number: int, record: dict[str, Any]) -> None:
         """Coordinator round hook: adds ``overhead_s``, ``overhead_share``, ``party_compute_s``,
-        ``messages`` of this round's exchanges (a checkpoint's exchanges fall between rounds)."""
+        ``messages``, ``exchanges`` (request batches) of this round's exchanges (a checkpoint's
+        exchanges fall between rounds)."""
         round_started = time.perf_counter() - float(record["seconds"])
         exchanges = [e for e in self.overhead.exchanges if e.ended >= round_started]
         self.overhead.exchanges.clear()
@@ -235,6 +236,7 @@ class FlowerParties(Parties):
         extra = {"overhead_s": overhead,
                  "overhead_share": overhead / record["seconds"] if record["seconds"] > 0 else 0.0,
                  "party_compute_s": sum(e.party_s for e in exchanges),
-                 "messages": float(sum(e.messages for e in exchanges))}
+                 "messages": float(sum(e.messages for e in exchanges)),
+                 "exchanges": float(len(exchanges))}
         record.update(extra)
         self.overhead.rounds.append(extra)

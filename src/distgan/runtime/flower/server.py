@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from distgan import training
+from distgan import run_folder, training
+from distgan.checkpoint import atomic_write_text
 from distgan.config import Config
 from distgan.coordinator import Coordinator
 from distgan.health import CollapseError, read_health
@@ -64,11 +66,14 @@ class ServerRun:
 
 def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coordinator:
     """Train one run with parties behind ``grid``: ``distgan train``'s steps, Flower's transport."""
-    if not run.resume and (run.run_dir / "config.json").exists():
+    if not run.resume and (run.run_dir / run_folder.CONFIG).exists():
         raise training.RunFolderError(f"{run.run_dir}: holds a run already; set resume=true to continue it "
                                       "or choose a new run-dir")
     run.run_dir.mkdir(parents=True, exist_ok=True)
     training.setup_logging(run.run_dir)  # before the SuperNodes join, so log.txt shows who joined
+    # Each launch is a session; its name starts with the run's id, which names the parties' state
+    # folders on their nodes (a resumed run, a new Flower run, finds them again).
+    session = session or f"{run_id(run.run_dir)}.{uuid.uuid4().hex[:8]}"
     parties = FlowerParties(grid, run.config, run.settings, session)
     # The parties' data decides the message size: refuse a run whose messages would not fit.
     check_message_budget(run.config, training.described_image_shape(parties.descriptions))
@@ -86,6 +91,20 @@ def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coord
         raise CollapseError(f"training collapsed at round {health.get('round')}: {health.get('reason')} "
                             f"(run folder {run.run_dir})")
     return coordinator
+
+
+RUN_ID_FILE = "run-id"
+
+
+def run_id(run_dir: Path) -> str:
+    """The distgan run's id, made once when the run starts and kept in ``RUN_DIR/run-id``."""
+    path = run_dir / RUN_ID_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        identity = uuid.uuid4().hex[:12]
+        atomic_write_text(path, identity + "\n")
+        return identity
 
 
 def build_server_app(run: ServerRun | None = None) -> ServerApp:

@@ -1,0 +1,295 @@
+"""What an experiment is: the paper's results as presets x variants x budgets, and the runs they plan."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from distgan.config import Config
+from distgan.presets import PRESETS
+from distgan.registry import Registry
+
+SCALES = ("quick", "paper")
+DEFAULT_SEEDS = 5
+"""Five seeds: with fewer, a 95 % t-interval is too wide to separate most of the paper's claims."""
+
+
+# -- budgets ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    """How long one run trains, at one scale: exactly one of ``rounds``, ``generator_steps``,
+    ``wall_time_s`` or ``cfid_target``; the last two stop at ``max_rounds`` at the latest."""
+
+    rounds: int | None = None
+    """A fixed number of rounds."""
+    generator_steps: int | None = None
+    """A fixed number of generator optimizer steps (rounds = steps / the strategy's G steps per round)."""
+    wall_time_s: float | None = None
+    """Train until the coordinator's training time (evaluation excluded) reaches this many seconds."""
+    cfid_target: float | None = None
+    """Train until the cfid measured every ``eval_every`` rounds is at most this."""
+    max_rounds: int | None = None
+    """Upper bound on rounds for the wall-time and cfid-target budgets."""
+    eval_every: int | None = None
+    """Rounds between cfid measurements during training (cfid-target budgets)."""
+
+    def __post_init__(self) -> None:
+        chosen = [name for name in ("rounds", "generator_steps", "wall_time_s", "cfid_target")
+                  if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"a budget sets exactly one of rounds, generator_steps, wall_time_s, cfid_target; "
+                             f"got {chosen or 'none'}")
+        if (self.wall_time_s is not None or self.cfid_target is not None) and self.max_rounds is None:
+            raise ValueError("wall-time and cfid-target budgets need max_rounds (a run must end)")
+        if self.cfid_target is not None and self.eval_every is None:
+            raise ValueError("a cfid-target budget needs eval_every (rounds between cfid measurements)")
+
+    def describe(self) -> str:
+        if self.rounds is not None:
+            return f"{self.rounds} rounds"
+        if self.generator_steps is not None:
+            return f"{self.generator_steps} generator steps"
+        if self.wall_time_s is not None:
+            return f"{self.wall_time_s:g} s of training (at most {self.max_rounds} rounds)"
+        return (f"until cfid <= {self.cfid_target:g}, measured every {self.eval_every} rounds "
+                f"(at most {self.max_rounds} rounds)")
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    quick: Limits
+    paper: Limits
+
+    def at(self, scale: str) -> Limits:
+        if scale not in SCALES:
+            raise ValueError(f"scale {scale!r}: must be one of {', '.join(SCALES)}")
+        return self.quick if scale == "quick" else self.paper
+
+
+def generator_steps_per_round(config: Config) -> int:
+    """G optimizer steps one round takes: round-robin steps once per party, every other strategy once
+    per round (fedgan and local-only: each party's local G, averaged or not), ``local_steps`` each.
+    Round-robin with ``strategy.switch=epoch``: one epoch of every party, ceil(n_j / batch) steps each
+    (the shares come from planning the run's data split)."""
+    if config.strategy.name == "round-robin" and config.strategy.switch == "epoch":
+        from distgan.assembly import plan_data
+
+        sizes = [len(index) for index in plan_data(config).shares.indices]
+        return sum(math.ceil(size / config.train.batch_size) for size in sizes)
+    parties = 1 if config.strategy.name == "centralized" else config.data.parties
+    per_round = parties if config.strategy.name == "round-robin" else 1
+    if config.strategy.name == "round-robin" and config.train.parties_per_round is not None:
+        per_round = config.train.parties_per_round
+    return per_round * config.train.local_steps
+
+
+# -- experiments ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    """Short name, used in tables and run folder names."""
+    overrides: tuple[str, ...] = ()
+    """``section.field=value`` applied to the experiment's preset."""
+
+
+# -- the two columns of every figure: the paper's model and algorithm, and distgan's defaults --------------
+PAPER_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    # Alg. 3 switches party once per epoch: G travels to each party for a pass over its data.
+    "round-robin": ("strategy.switch=epoch",),
+    # Alg. 1 has no download step and its server keeps the biggest delta.
+    "server-d": ("strategy.download_fraction=none", "strategy.server_update=max"),
+    # FedGAN (Rasouli et al. 2020) weights parties by data share and synchronises every K >= 20 steps.
+    "fedgan": ("strategy.weighted=true", "train.local_steps=20"),
+    # MD-GAN (Hardy et al. 2019) swaps discriminators once per local epoch.
+    "md-gan": ("strategy.swap_per_epoch=true",),
+}
+"""Per strategy, the overrides that make it the algorithm as its paper states it (avg-output: distgan's
+per-batch loop is the paper's Alg. 2 at ``local_steps=1``)."""
+
+SETTINGS = ("paper", "distgan")
+"""``paper``: the paper's model and training settings (the ``paper-mlp`` preset: Tables 1-2's MLP,
+batch 100, Adam 2e-4, the raw G) and the algorithm as its paper states it (:data:`PAPER_ALGORITHMS`);
+``distgan``: the preset as it is (the tuned model, distgan's defaults)."""
+
+
+def paper_overrides(strategy: str) -> tuple[str, ...]:
+    """The ``paper`` setting's overrides for a run of ``strategy``: paper-mlp's model and train
+    settings (as the preset states them), then the strategy's paper algorithm."""
+    from distgan.presets import STATED
+
+    model_and_train = tuple(f"{path}={'none' if value is None else value}"
+                            for path, value in STATED["paper-mlp"].items()
+                            if path.startswith(("model.", "train.")))
+    return (*model_and_train, *PAPER_ALGORITHMS.get(strategy, ()))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    preset: str
+    claim: str
+    """The paper's claim this experiment tests, in one sentence."""
+    variants: tuple[Variant, ...]
+    budgets: tuple[Budget, ...]
+    time_to_target: bool = False
+    """Add the table of wall time to the cfid target and speed-up vs the ``centralized`` variant."""
+    settings: tuple[str, ...] = SETTINGS
+    """Which columns to run (:data:`SETTINGS`): the figures run both; ablations of distgan's own
+    choices and timing experiments run ``distgan`` only."""
+
+
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
+
+
+def register(experiment: Experiment, summary: str) -> None:
+    PRESETS.get(experiment.preset)  # an experiment always names an existing preset
+    EXPERIMENTS.register(experiment.name, summary)(experiment)
+
+
+def _rounds(quick: int, paper: int = 3000) -> Budget:
+    return Budget("rounds", Limits(rounds=quick), Limits(rounds=paper))
+
+
+register(Experiment("fig2", "fig2", "server-d trains one generator on two iid halves of MNIST (Fig. 2)",
+                    (Variant("server-d iid/2"),), (_rounds(1500),)),
+         "server-d on two iid halves of MNIST")
+register(Experiment("fig3", "fig3", "avg-output generates every digit when each of 10 parties holds one (Fig. 3)",
+                    (Variant("avg-output one-label/10"),), (_rounds(600),)),
+         "avg-output, one digit per party, 10 parties")
+register(Experiment("fig4-5", "fig4-5", "avg-output works for similar domains (6 | 8) but not for distant ones "
+                                        "(4 | 7): 7 disappears (Figs. 4-5)",
+                    (Variant("6|8", ("data.split=labels:6/8",)), Variant("4|7", ("data.split=labels:4/7",))),
+                    (_rounds(1500),)),
+         "avg-output on digits 6|8 vs 4|7")
+register(Experiment("fig6", "fig6", "round-robin generates all ten digits when parties hold 0-4 and 5-9 (Fig. 6)",
+                    (Variant("round-robin 0-4|5-9"),), (_rounds(1500),)),
+         "round-robin on digits 0-4|5-9")
+register(Experiment("fig7", "fig7", "round-robin generates both digits when parties hold 6 and 9 (Fig. 7)",
+                    (Variant("round-robin 6|9"),), (_rounds(1500),)),
+         "round-robin on digits 6|9")
+register(Experiment("fig8-10", "fig8-10", "the generator loss of all three strategies trends down (Figs. 8-10)",
+                    (Variant("server-d iid/2", ("strategy.name=server-d", "data.split=iid")),
+                     Variant("avg-output 6|8", ("strategy.name=avg-output", "data.split=labels:6/8")),
+                     Variant("round-robin 0-4|5-9")),
+                    (_rounds(1000),)),
+         "loss curves of the three strategies")
+_TO_TARGET = Budget("to-cfid-target", Limits(cfid_target=60.0, max_rounds=3000, eval_every=100),
+                    Limits(cfid_target=25.0, max_rounds=20000, eval_every=250))
+register(Experiment("fig14", "fig14", "distributed training takes less time than the normal GAN (Fig. 14)",
+                    # The normal GAN in one ordinary process; the parties of the others in worker processes.
+                    (Variant("centralized", ("strategy.name=centralized", "runtime.workers=0")),
+                     Variant("round-robin"),
+                     Variant("avg-output", ("strategy.name=avg-output",)),
+                     Variant("server-d", ("strategy.name=server-d",))),
+                    (_TO_TARGET,), time_to_target=True, settings=("distgan",)),
+         "wall time to a cfid target, each strategy (parties in worker processes) vs centralized")
+register(Experiment("fig22", "fig22", "both strategies scale to 5 parties (Fig. 22)",
+                    # Section 5.7: the first method on pieces of the data, the third with one label per user
+                    # (so 5 of the 10 digits); the two-label variant is ours, to cover all ten.
+                    (Variant("server-d iid/5"),
+                     Variant("round-robin 1 label/5 (5.7)", ("strategy.name=round-robin", "data.split=one-label")),
+                     Variant("round-robin 2 labels/5", ("strategy.name=round-robin",
+                                                        "data.split=labels:0-1/2-3/4-5/6-7/8-9"))),
+                    (_rounds(600),)),
+         "5 parties: server-d on iid fifths, round-robin with one digit each (the paper's) and two each")
+
+# -- ablations: one of distgan's departures from the paper at a time, on its figure's split -------------------
+register(Experiment("ablation-download", "fig2",
+                    "server-d needs the download step the paper's Alg. 1 lacks (theta_d in {0, theta_u, 1})",
+                    (Variant("theta_d=0 (Alg. 1)", ("strategy.download_fraction=none",)),
+                     Variant("theta_d=theta_u=0.1", ("strategy.download_fraction=0.1",)),
+                     Variant("theta_d=1 (default)", ("strategy.download_fraction=1.0",))),
+                    (_rounds(1500),), settings=("distgan",)),
+         "server-d download fraction: none (the paper), theta_u, all (distgan's default)")
+register(Experiment("ablation-server-rule", "fig2",
+                    "how the server combines uploads: biggest delta (the paper), mean, or sum (Shokri & Shmatikov)",
+                    tuple(Variant(rule, (f"strategy.server_update={rule}",)) for rule in ("max", "mean", "sum")),
+                    (_rounds(1500),), settings=("distgan",)),
+         "server-d server rule: max, mean, sum")
+register(Experiment("ablation-switch", "fig6",
+                    "round-robin switching party every batch (distgan's default) vs every epoch (Alg. 3, G travels)",
+                    (Variant("per batch", ("strategy.switch=batch",)), Variant("per epoch (Alg. 3)", ("strategy.switch=epoch",))),
+                    (Budget("equal-steps", Limits(generator_steps=3000), Limits(generator_steps=10000)),),
+                    settings=("distgan",)),
+         "round-robin 0-4|5-9: party switched per batch vs per epoch, at equal generator steps")
+register(Experiment("ablation-tricks", "fig6",
+                    "what each of distgan's model choices adds on round-robin 0-4|5-9 (all on vs one off)",
+                    (Variant("all on (default)"),
+                     Variant("no logit bound", ("model.d_logit_bound=none",)),
+                     Variant("no D dropout", ("model.d_dropout=0",)),
+                     Variant("no G average", ("train.g_average=none",))),
+                    (_rounds(1500),), settings=("distgan",)),
+         "round-robin 0-4|5-9 with the logit bound, D dropout and G average each switched off")
+
+BASELINE_STRATEGIES = ("centralized", "round-robin", "avg-output", "server-d", "md-gan", "fedgan", "local-only")
+BASELINE_SPLITS = (("0-4|5-9", ("data.split=labels:0-4/5-9", "data.parties=2")),
+                   ("dir0.3/5", ("data.split=dirichlet:0.3", "data.parties=5")))
+register(Experiment(
+    "baselines", "baselines",
+    "the paper's strategies against the literature's baselines (centralized, local-only, FedGAN, MD-GAN)",
+    tuple(Variant(f"{strategy} {split}", (f"strategy.name={strategy}", *overrides))
+          for split, overrides in BASELINE_SPLITS for strategy in BASELINE_STRATEGIES),
+    (Budget("equal-steps", Limits(generator_steps=1500), Limits(generator_steps=6000)),
+     Budget("equal-time", Limits(wall_time_s=60.0, max_rounds=5000), Limits(wall_time_s=600.0, max_rounds=100000)))),
+    "every strategy and baseline on 0-4|5-9 (2 parties) and dirichlet:0.3 (5 parties), equal steps and equal time")
+
+
+# -- planning -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    experiment: str
+    variant: str
+    budget: str
+    seed: int
+    config: Config
+    limits: Limits
+
+    @property
+    def name(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{self.variant}--{self.budget}").strip("_")
+        return f"{slug}--seed{self.seed}"
+
+
+def plan_runs(experiment: Experiment, seeds: Sequence[int], scale: str,
+              overrides: Sequence[str] = ()) -> list[RunSpec]:
+    """Every run of ``experiment``: budget x variant x setting x seed, each a full config. The variant's
+    overrides apply first, then the setting's (``paper``), then ``overrides`` (``section.field=value``,
+    e.g. ``--set``), then the seed."""
+    specs = []
+    for budget in experiment.budgets:
+        limits = budget.at(scale)
+        for variant in experiment.variants:
+            for setting in experiment.settings:
+                label = variant.label if len(experiment.settings) == 1 else f"{variant.label} [{setting}]"
+                for seed in seeds:
+                    config = PRESETS.get(experiment.preset)().with_overrides(list(variant.overrides))
+                    setting_overrides = paper_overrides(config.strategy.name) if setting == "paper" else ()
+                    config = config.with_overrides([*setting_overrides, *overrides, f"runtime.seed={seed}"])
+                    apply_limits(config, limits, scale)
+                    specs.append(RunSpec(experiment.name, label, budget.name, seed, config, limits))
+    return specs
+
+
+def apply_limits(config: Config, limits: Limits, scale: str) -> None:
+    """Set the run length (and, for short runs, the output intervals) from a budget."""
+    if limits.rounds is not None:
+        config.train.rounds = limits.rounds
+    elif limits.generator_steps is not None:
+        config.train.rounds = max(1, math.ceil(limits.generator_steps / generator_steps_per_round(config)))
+    else:
+        assert limits.max_rounds is not None
+        config.train.rounds = limits.max_rounds
+    if limits.cfid_target is not None:
+        assert limits.eval_every is not None
+        config.output.eval_every = limits.eval_every
+    if scale == "quick":
+        # Short runs: a handful of sample grids and progress lines, one checkpoint at the end.
+        rounds = config.train.rounds
+        config.output.sample_every = max(1, rounds // 4)
+        config.output.checkpoint_every = rounds
+        config.output.log_every = max(1, rounds // 10)
+        if limits.cfid_target is None:
+            config.output.eval_every = max(config.output.eval_every, rounds)

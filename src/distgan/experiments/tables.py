@@ -1,0 +1,124 @@
+"""An experiment's summaries: ``summary.json``, ``table.md`` (mean and 95 % interval over seeds) and the
+comparison report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distgan import run_folder
+from distgan.checkpoint import atomic_write_text
+from distgan.experiments.definitions import EXPERIMENTS
+
+# One line per run; not a child of the "distgan" logger, whose handlers write the current run's log.txt.
+log = logging.getLogger("distgan_experiments")
+
+TABLE_COLUMNS = ("cfid", "coverage", "party-coverage", "tstr", "wall time (s)")
+
+
+def write_summary(rows: Sequence[dict[str, Any]], out_dir: Path) -> None:
+    experiment = EXPERIMENTS.get(rows[0]["experiment"]) if rows and rows[0]["experiment"] in EXPERIMENTS else None
+    atomic_write_text(out_dir / "summary.json", json.dumps({"rows": list(rows)}, indent=1))
+    text = markdown_table(rows)
+    if experiment is not None and experiment.time_to_target:
+        text += "\n" + time_to_target_table(rows)
+    atomic_write_text(out_dir / "table.md", text)
+
+
+def write_comparison_report(rows: Sequence[dict[str, Any]], out_dir: Path) -> Path | None:
+    """``report.html``: the evaluation module's run report with the runs side by side -- the first
+    seed of every variant and budget (all seeds' numbers are in table.md and summary.json)."""
+    from distgan.report import ReportError, write_report
+
+    first_seed: dict[tuple[str, str], str] = {}
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        first_seed.setdefault((row["variant"], row["budget"]), row["run_dir"])
+    try:  # run_dir is relative to the experiment folder (so the folder can move)
+        return write_report([out_dir / d for d in first_seed.values()], out_dir / run_folder.REPORT)
+    except (ReportError, OSError, ValueError) as error:
+        log.warning("comparison report not written: %s", error)
+        return None
+
+def mean_std(values: Sequence[float | None], digits: int = 1) -> str:
+    """``mean ± std`` (sample std over seeds) of the values that exist; ``n/a`` when none do."""
+    present = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not present:
+        return "n/a"
+    mean = statistics.fmean(present)
+    spread = statistics.stdev(present) if len(present) > 1 else 0.0
+    suffix = "" if len(present) == len(values) else f" ({len(present)}/{len(values)})"
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}{suffix}"
+
+
+def mean_interval(values: Sequence[float | None], digits: int = 1) -> str:
+    """``mean [low, high]``: the mean over seeds and its 95 % confidence interval from Student's t
+    (n - 1 degrees of freedom; the seeds' runs are independent draws of the same training). One value
+    has no interval; ``n/a`` when none exist. A claim is supported only where intervals separate."""
+    present = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not present:
+        return "n/a"
+    mean = statistics.fmean(present)
+    suffix = "" if len(present) == len(values) else f" ({len(present)}/{len(values)})"
+    if len(present) == 1:
+        return f"{mean:.{digits}f} [one seed]{suffix}"
+    from scipy.stats import t  # a dependency of mlxtend, declared in pyproject
+
+    half = float(t.ppf(0.975, len(present) - 1)) * statistics.stdev(present) / math.sqrt(len(present))
+    return f"{mean:.{digits}f} [{mean - half:.{digits}f}, {mean + half:.{digits}f}]{suffix}"
+
+
+def _markdown_row(cells: Sequence[str]) -> str:
+    # A "|" inside a cell (variant labels such as "0-4|5-9") would split it: escape it.
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["variant"], row["budget"]), []).append(row)
+    return groups
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Per variant and budget: the mean over seeds of cfid, coverage, party-coverage, tstr and wall time,
+    each with its 95 % interval (:func:`mean_interval`); rounds and G steps as mean ± std."""
+    header = ["variant", "budget", "seeds", "rounds", "G steps", *TABLE_COLUMNS]
+    lines = [_markdown_row(header), "|" + "---|" * len(header)]
+    for (variant, budget), group in _groups(rows).items():
+        cells = [variant, budget, str(len(group)), mean_std([r["rounds"] for r in group], 0),
+                 mean_std([r["generator_steps"] for r in group], 0),
+                 mean_interval([r.get("cfid") for r in group]), mean_interval([r.get("coverage") for r in group]),
+                 mean_interval([r.get("party_coverage") for r in group], 2),
+                 mean_interval([r.get("tstr") for r in group], 3), mean_interval([r["wall_time_s"] for r in group])]
+        lines.append(_markdown_row(cells))
+    return "\n".join(lines) + "\n"
+
+
+def time_to_target_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Fig. 14: wall time to the cfid target per strategy, and the speed-up vs centralized.
+    Runs that never reached the target count as not reached (their time is not averaged in)."""
+    header = ["strategy", "parties", "workers", "reached", "wall time to cfid target (s)", "speed-up vs centralized"]
+    lines = [_markdown_row(header), "|" + "---|" * len(header)]
+    groups = _groups(rows)
+
+    def mean_time(group: list[dict[str, Any]]) -> float | None:
+        times = [r["time_to_target_s"] for r in group if r.get("reached_target")]
+        return statistics.fmean(times) if times else None
+
+    reference = next((mean_time(g) for g in groups.values() if g[0]["strategy"] == "centralized"), None)
+    for group in groups.values():
+        mean = mean_time(group)
+        speedup = f"{reference / mean:.2f}x" if reference is not None and mean else "n/a"
+        reached = sum(bool(r.get("reached_target")) for r in group)
+        target = group[0].get("cfid_target")
+        lines.append(_markdown_row([
+            group[0]["strategy"], str(group[0]["parties"] if group[0]["strategy"] != "centralized" else 1),
+            str(group[0]["workers"]), f"{reached}/{len(group)} (cfid <= {target:g})",
+            mean_std([r["time_to_target_s"] if r.get("reached_target") else None for r in group]),
+            speedup]))
+    return "\n".join(lines) + "\n"
