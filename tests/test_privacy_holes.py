@@ -282,3 +282,34 @@ def test_supernode_privacy_floor_option_becomes_node_config(tmp_path, monkeypatc
     for bad in ("epsilon=ten", "budget=3", "delta=1e-5"):
         assert main(["flower", "supernode", "--superlink", "127.0.0.1:9092", "--insecure", "--party", "0",
                      "--parties", "2", "--data", "fake", "--state-dir", str(tmp_path), "--privacy-floor", bad]) != 0
+
+
+def test_the_ledger_file_only_grows_a_cut_line_is_skipped_and_fixed_ids_are_kept(tmp_path) -> None:
+    """The journal's file is appended to, never rewritten (a load or a checkpoint leaves what is written
+    as it was); a last line cut by a crash belongs to a reply that never left and is skipped; replies to
+    ids not of the SESSION/ROUND.INDEX form (a one-shot release) survive every pruning."""
+    from distgan.privacy.journal import LEDGER_FILE, PrivacyJournal
+
+    party = make_party(private_config(), tmp_path)
+    ledger = tmp_path / "parties" / "party-0" / LEDGER_FILE
+    party.handle(p.SaveState(0))
+    party.handle(p.TrainDiscriminator(generated(party), feedback=True, request_id="s/1.0"))
+    written = ledger.read_text()
+    party.handle(p.LoadState(0))
+    party.handle(p.SaveState(1))
+    party.handle(p.TrainDiscriminator(generated(party), feedback=True, request_id="s/2.0"))
+    assert ledger.read_text().startswith(written) and len(ledger.read_text()) > len(written)
+
+    journal = PrivacyJournal(ledger.parent)
+    release = p.DiscriminatorStats(d_fake=0.5, steps=1)
+    journal.record("dp-merf/abc", "test.release", "d", [(3.0, 1.0, 1)])
+    journal.keep_reply("dp-merf/abc", release, pinned=True)
+    journal.prune_replies("s", before_round=5)
+    assert journal.cached_reply("dp-merf/abc") == release
+    assert journal.cached_reply("s/1.0") is None  # before the oldest kept checkpoint: gone
+    with ledger.open("a") as stream:
+        stream.write('{"request": "s/3.0", "kind": "train.discriminator", "spent": [[1.0, 0.1')  # cut short
+    reread = PrivacyJournal(ledger.parent)
+    assert reread.history == journal.history and reread.answered("s/3.0") is None
+    reread.record("s/4.0", "train.discriminator", "", [(1.0, 0.1, 1)])  # appends after the cut line
+    assert PrivacyJournal(ledger.parent).answered("s/4.0") is not None

@@ -25,6 +25,13 @@ The API other request/reply pairs use (e.g. a release-once strategy): :meth:`Pri
 :meth:`PrivacyJournal.keep_reply` (``pinned=True``: never pruned, e.g. a one-shot release that every
 later run of the same dataset should get again). :meth:`PartyPrivacy.answer
 <distgan.privacy.mechanisms.PartyPrivacy.answer>` strings them together for every request.
+
+A new request type whose reply draws on private data declares ``request_id: str = ""`` and joins
+:data:`distgan.protocol.IDENTIFIED_REQUESTS`. :class:`~distgan.runtime.base.Parties` stamps
+``SESSION/ROUND.INDEX`` on it unless the request already carries an id: a request built with a
+fixed id of another form (e.g. ``"dp-merf/<digest of its public parameters>"``) is answered once
+per dataset -- every later run on the same data gets the same reply, at no cost -- because replies
+to ids not of the ``SESSION/ROUND.INDEX`` form are never pruned.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ log = logging.getLogger("distgan")
 
 LEDGER_FILE = "privacy-ledger.jsonl"
 REPLIES_FOLDER = "privacy-replies"
+CUT_MARK = "cut-line-above"
+"""The kind of the line an append writes after a line a crash cut short (which is then skipped)."""
 
 History = list[tuple[float, float, int]]
 """Opacus's RDP history: (noise multiplier, sample rate, steps) per run of identical steps."""
@@ -107,9 +116,12 @@ class PrivacyJournal:
         if lines and lines[-1]:  # no newline after the last line: its write was cut, its reply never left
             log.warning("%s: %s ends in an incomplete line (a write cut short); it is ignored", self.owner, path)
             self._torn_tail = True
-        for number, line in enumerate(lines[:-1], start=1):
+        complete = lines[:-1]
+        for number, line in enumerate(complete, start=1):
             if not line.strip():
                 continue
+            if number < len(complete) and CUT_MARK in complete[number]:
+                continue  # a line cut by a crash, closed by the next append: its reply never left
             try:
                 raw = json.loads(line)
                 spent = [(float(sigma), float(rate), int(steps)) for sigma, rate, steps in raw["spent"]]
@@ -155,7 +167,8 @@ class PrivacyJournal:
                                "at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                                **extra}, sort_keys=True)
             self.folder.mkdir(parents=True, exist_ok=True)
-            prefix = "\n" if self._torn_tail else ""
+            prefix = "\n" + json.dumps({"request": "", "kind": CUT_MARK, "digest": "", "spent": []}) + "\n" \
+                if self._torn_tail else ""
             descriptor = os.open(self.folder / LEDGER_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 os.write(descriptor, (prefix + line + "\n").encode())

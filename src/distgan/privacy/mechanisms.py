@@ -67,7 +67,7 @@ from distgan.privacy.accounting import (
     PrivacyPlan,
     make_plan,
 )
-from distgan.privacy.journal import PrivacyJournal, request_digest
+from distgan.privacy.journal import PrivacyJournal, parse_request_id, request_digest
 from distgan.registry import Registry
 
 log = logging.getLogger("distgan")
@@ -154,7 +154,9 @@ class PartyPrivacy(ABC):
             known = self.journal.answered(request_id)
             if known is not None:
                 return self._repeat(request, request_id, known.digest, digest)
-            self._session = request_id.rpartition("/")[0]
+            parsed = parse_request_id(request_id)
+            if parsed is not None:
+                self._session = parsed[0]
         try:
             reply = self.release(compute())
         except Exception as error:
