@@ -268,11 +268,11 @@ def test_a_second_run_on_the_same_node_data_spends_from_the_same_ledger(tmp_path
 
 
 def test_supernode_privacy_floor_option_becomes_node_config(tmp_path, monkeypatch) -> None:
-    import distgan.cli.flower as flower_cli
+    import distgan.runtime.flower.supervise as supervise
     from distgan.cli import main
 
     started: list[list[str]] = []
-    monkeypatch.setattr(flower_cli, "_exec", lambda command: started.append(command) or 0)
+    monkeypatch.setattr(supervise, "supervise", lambda command, environment: started.append(command) or 0)
     assert main(["flower", "supernode", "--superlink", "127.0.0.1:9092", "--insecure", "--party", "0", "--parties",
                  "2", "--data", "fake", "--state-dir", str(tmp_path), "--privacy-floor",
                  "epsilon=10,delta=1e-5,max-grad-norm=1,mechanisms=dp-sgd"]) == 0
