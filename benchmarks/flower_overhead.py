@@ -15,11 +15,13 @@ Per engine and party count it trains the same config for a few rounds and reads 
                    and every wall time above is an upper bound when it exceeds the core count
 
 Engines: ``in-process`` (``distgan train``), ``simulation`` (Ray), ``deployment`` (``distgan flower
-local``: SuperLink + one SuperNode per party, resident party processes), ``per-message``
-(the same with ``--clientapp per-message``: Flower starts a ``flwr-clientapp`` per message).
+local``: SuperLink + one SuperNode per party, resident party processes), ``deployment-poll`` (the
+same with ``DISTGAN_SUPERNODE_POLL`` = ``--supernode-poll``: the SuperNode's hard-coded 3 s / 0.5 s
+waits shortened, a run-time patch of Flower), ``per-message`` (``--clientapp per-message``: Flower
+starts a ``flwr-clientapp`` per message).
 
 Run: ``python benchmarks/flower_overhead.py [--parties 2] [--rounds 10] [--strategy round-robin]
-[--engines ...] [--local-steps N]``; prints a markdown table. The default round size is the
+[--engines ...] [--local-steps N] [--set strategy.switch=epoch]``; prints a markdown table. The default round size is the
 config's (``train.local_steps``); weights-travelling strategies carry a whole epoch per message.
 """
 
@@ -39,20 +41,26 @@ from distgan.config import Config, DataConfig, StrategyConfig, TrainConfig
 from distgan.runtime.flower.local import run_local
 from distgan.runtime.flower.simulation import RayResources, simulate
 
-ENGINES = ["in-process", "simulation", "deployment", "per-message"]
+ENGINES = ["in-process", "simulation", "deployment", "deployment-poll", "per-message"]
 
 
-def bench_config(parties: int, rounds: int, strategy: str, local_steps: int | None) -> Config:
+def bench_config(parties: int, rounds: int, strategy: str, local_steps: int | None,
+                 assignments: list[str]) -> Config:
     config = Config(data=DataConfig(source="fake:n=4000", split="iid", parties=parties),
                     train=TrainConfig(rounds=rounds), strategy=StrategyConfig(name=strategy))
     overrides = ["output.sample_every=100000", "output.checkpoint_every=100000", "output.log_every=1",
                  "output.eval_every=100000"]
     if local_steps is not None:
         overrides.append(f"train.local_steps={local_steps}")
-    return config.with_overrides(overrides)
+    return config.with_overrides(overrides + assignments)
 
 
-def run_engine(engine: str, config: Config, run_dir: Path) -> float:
+def run_engine(engine: str, config: Config, run_dir: Path, supernode_poll: float) -> float:
+    from distgan.runtime.flower.resident import SUPERNODE_POLL_ENVIRONMENT
+
+    os.environ.pop(SUPERNODE_POLL_ENVIRONMENT, None)
+    if engine == "deployment-poll":
+        os.environ[SUPERNODE_POLL_ENVIRONMENT] = str(supernode_poll)
     started = time.perf_counter()
     if engine == "in-process":
         run_dir.mkdir(parents=True)
@@ -60,11 +68,11 @@ def run_engine(engine: str, config: Config, run_dir: Path) -> float:
     elif engine == "simulation":
         simulate(config, run_dir, RayResources(total_cpus=os.cpu_count()))
     else:
-        run_local(config, run_dir, echo=None, resident=engine == "deployment")
+        run_local(config, run_dir, echo=None, resident=engine != "per-message")
     return time.perf_counter() - started
 
 
-def summarize(engine: str, parties: int, config: Config, run_dir: Path, total_s: float,
+def summarize(engine: str, parties: int, variant: str, config: Config, run_dir: Path, total_s: float,
               baseline: float | None) -> dict[str, object]:
     records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     round_s = sum(r["seconds"] for r in records) / len(records)
@@ -72,7 +80,7 @@ def summarize(engine: str, parties: int, config: Config, run_dir: Path, total_s:
     exchanges = sum(r.get("exchanges", 0.0) for r in records)
     exchange_s = sum(r.get("overhead_s", 0.0) + r.get("party_compute_s", 0.0) for r in records)
     remote = engine != "in-process"
-    return {"engine": engine, "parties": parties, "local steps": config.train.local_steps,
+    return {"engine": engine, "parties": parties, "variant": variant or "-", "local steps": config.train.local_steps,
             "MB/round": round(sum(r["bytes_down"] + r["bytes_up"] for r in records) / len(records) / 1e6, 2),
             "round s": round(round_s, 3),
             "msg s": round(exchange_s / exchanges, 3) if remote and exchanges else "-",
@@ -90,18 +98,22 @@ def main() -> int:
     parser.add_argument("--strategy", default="round-robin")
     parser.add_argument("--local-steps", type=int, default=None, help="steps per round (default: the config's)")
     parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
+    parser.add_argument("--supernode-poll", type=float, default=0.1, metavar="S",
+                        help="the SuperNode's waits in the deployment-poll engine (default 0.1 s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. strategy.switch=epoch (weights-travelling round-robin)")
     parser.add_argument("--out", type=Path, help="keep the run folders here (default: a temporary folder)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
         for parties in args.parties:
-            config = bench_config(parties, args.rounds, args.strategy, args.local_steps)
+            config = bench_config(parties, args.rounds, args.strategy, args.local_steps, args.set)
             baseline = None
             for engine in args.engines:
                 run_dir = root / f"{engine}-{parties}p"
-                total = run_engine(engine, config, run_dir)
-                row = summarize(engine, parties, config, run_dir, total, baseline)
+                total = run_engine(engine, config, run_dir, args.supernode_poll)
+                row = summarize(engine, parties, " ".join(args.set), config, run_dir, total, baseline)
                 if engine == "in-process":
                     baseline = float(row["round s"])  # type: ignore[arg-type]
                 rows.append(row)

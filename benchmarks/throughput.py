@@ -1,8 +1,12 @@
 """Throughput of the harness: does distgan cost anything over a plain loop, and do workers scale?
 
 1. centralized ``paper-mlp`` GAN steps/s through distgan (coordinator, protocol, party, validation)
-   vs a plain 40-line PyTorch loop of the same model, batch size and data, in the same process.
-2. samples/s of 2 parties (avg-output) with ``--workers 1`` vs ``--workers 2``.
+   vs a plain 40-line PyTorch loop of the same model, batch size and data, in the same process; per
+   batch (``strategy.switch=batch``: every step crosses the protocol twice) and per epoch
+   (``switch=epoch``: G travels to the pooled party once per epoch). Rates by wall clock and by the
+   process's CPU time: on a shared, loaded machine the CPU-time ratio is the one to trust.
+2. samples/s of avg-output with 2 and 4 parties over ``--workers`` 1, 2, 4 (wall clock: parallel
+   speed-ups need idle cores; the load average is printed beside the table).
 
 Run: ``python benchmarks/throughput.py [--steps N] [--repeats R]``; prints a markdown table.
 """
@@ -10,6 +14,7 @@ Run: ``python benchmarks/throughput.py [--steps N] [--repeats R]``; prints a mar
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from distgan.assembly import plan_data
 from distgan.config import (
     Config,
     DataConfig,
@@ -31,15 +37,15 @@ from distgan.models import build_models
 from distgan.training import build_coordinator, setup_logging
 
 
-def plain_loop_steps_per_s(steps: int, batch: int) -> float:
-    """The reference: the usual GAN loop, nothing else."""
+def plain_loop_steps_per_s(steps: int, batch: int) -> tuple[float, float]:
+    """The reference: the usual GAN loop, nothing else. Returns (wall, CPU-time) steps/s."""
     data = load_source("mnist").images.float().div(127.5).sub(1)
     factory = build_models(ModelConfig(name="paper-mlp"), (1, 28, 28))
     generator, discriminator = factory.generator(), factory.discriminator()
     g_opt = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     rng = torch.Generator().manual_seed(0)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(steps):
         real = data[torch.randint(len(data), (batch,), generator=rng)]
         fake = generator(torch.randn(batch, factory.latent_dim, generator=rng))
@@ -51,24 +57,41 @@ def plain_loop_steps_per_s(steps: int, batch: int) -> float:
         g_opt.zero_grad()
         g_loss.backward()
         g_opt.step()
-    return steps / (time.perf_counter() - started)
+    return steps / (time.perf_counter() - started), steps / (time.process_time() - cpu_started)
 
 
-def distgan_rounds_per_s(config: Config) -> float:
+def distgan_rounds_per_s(config: Config) -> tuple[float, float]:
+    """(wall, CPU-time of this process) rounds/s of ``coordinator.run()`` from the end of its first round
+    to the end of its last: the per-round cost, without the run's fixed start and end (sample grids,
+    the final checkpoint), which the plain loop does not have either."""
+    marks: list[tuple[float, float]] = []
+
+    def mark(coordinator: object, round_number: int, record: object) -> None:
+        marks.append((time.perf_counter(), time.process_time()))
+
     with tempfile.TemporaryDirectory() as folder:
         run_dir = Path(folder)
         setup_logging(run_dir, quiet=True)
         coordinator = build_coordinator(config, run_dir)
+        coordinator.hooks.append(mark)
         try:
-            started = time.perf_counter()
             coordinator.run()
-            return config.train.rounds / (time.perf_counter() - started)
         finally:
             coordinator.parties.close()
+    rounds = len(marks) - 1
+    return (rounds / (marks[-1][0] - marks[0][0]), rounds / (marks[-1][1] - marks[0][1]))
 
 
 def quiet_output(rounds: int) -> OutputConfig:
     return OutputConfig(sample_every=rounds, checkpoint_every=rounds, eval_every=rounds, log_every=rounds)
+
+
+def best(rates: list[tuple[float, float]]) -> tuple[float, float]:
+    return max(r[0] for r in rates), max(r[1] for r in rates)
+
+
+def load_average() -> str:
+    return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def main() -> None:
@@ -78,39 +101,58 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of this process (1 keeps the comparison fair on a busy machine)")
+    parser.add_argument("--skip-workers", action="store_true", help="only the plain-loop comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batch = 64
+    load_before = load_average()
 
     rows = []
+    # No weight average: the plain loop keeps none (like for like).
     central = Config(data=DataConfig(split="iid"), model=ModelConfig(name="paper-mlp"),
-                     # No weight average: the plain loop keeps none (like for like).
                      train=TrainConfig(rounds=args.steps, batch_size=batch, g_average=None),
                      strategy=StrategyConfig(name="centralized"), output=quiet_output(args.steps))
-    # Interleave the two so a change in machine load hits both alike; keep the best of each.
-    plain = ours = 0.0
+    epoch_steps = central.train.steps_per_epoch(sum(len(share) for share in plan_data(central).shares.indices))
+    epochs = max(2, round(args.steps / epoch_steps))
+    per_epoch = Config(data=DataConfig(split="iid"), model=ModelConfig(name="paper-mlp"),
+                       train=TrainConfig(rounds=epochs, batch_size=batch, g_average=None),
+                       strategy=StrategyConfig(name="centralized", switch="epoch"), output=quiet_output(epochs))
+    # Interleave the three so a change in machine load hits all alike; keep the best of each.
+    plain, ours, travelling = [], [], []
     for _ in range(args.repeats):
-        plain = max(plain, plain_loop_steps_per_s(args.steps, batch))
-        ours = max(ours, distgan_rounds_per_s(central))
-    rows.append(("plain 40-line loop, paper-mlp", f"{plain:.1f} steps/s", ""))
-    rows.append(("distgan centralized, paper-mlp", f"{ours:.1f} steps/s", f"{ours / plain:.2f}x of plain"))
+        plain.append(plain_loop_steps_per_s(args.steps, batch))
+        ours.append(distgan_rounds_per_s(central))
+        wall, cpu = distgan_rounds_per_s(per_epoch)
+        travelling.append((wall * epoch_steps, cpu * epoch_steps))
+    (plain_wall, plain_cpu), (ours_wall, ours_cpu), (epoch_wall, epoch_cpu) = best(plain), best(ours), best(travelling)
+    rows.append(("plain 40-line loop, paper-mlp", f"{plain_wall:.1f} / {plain_cpu:.1f} steps/s", ""))
+    rows.append(("distgan centralized, switch=batch", f"{ours_wall:.1f} / {ours_cpu:.1f} steps/s",
+                 f"{ours_wall / plain_wall:.2f}x / {ours_cpu / plain_cpu:.2f}x of plain"))
+    rows.append(("distgan centralized, switch=epoch", f"{epoch_wall:.1f} / {epoch_cpu:.1f} steps/s",
+                 f"{epoch_wall / plain_wall:.2f}x / {epoch_cpu / plain_cpu:.2f}x of plain"))
 
-    rounds = max(10, args.steps // (4 * args.local_steps))
-    rates = {}
-    for workers in (1, 2):
-        config = Config(data=DataConfig(split="labels:0-4/5-9"), model=ModelConfig(name="paper-mlp"),
-                        train=TrainConfig(rounds=rounds, batch_size=batch, local_steps=args.local_steps, g_average=None),
-                        strategy=StrategyConfig(name="avg-output"), runtime=RuntimeConfig(workers=workers),
-                        output=quiet_output(rounds))
-        samples_per_round = 2 * args.local_steps * batch
-        rates[workers] = max(distgan_rounds_per_s(config) for _ in range(args.repeats)) * samples_per_round
-    rows.append(("avg-output 2 parties, --workers 1", f"{rates[1]:.0f} samples/s", ""))
-    rows.append(("avg-output 2 parties, --workers 2", f"{rates[2]:.0f} samples/s",
-                 f"{rates[2] / rates[1]:.2f}x of 1 worker"))
+    if not args.skip_workers:
+        rounds = max(10, args.steps // (4 * args.local_steps))
+        for parties in (2, 4):
+            rates = {}
+            for workers in (1, 2, 4):
+                if workers > parties:
+                    continue
+                config = Config(data=DataConfig(split="iid", parties=parties), model=ModelConfig(name="paper-mlp"),
+                                train=TrainConfig(rounds=rounds, batch_size=batch, local_steps=args.local_steps,
+                                                  g_average=None),
+                                strategy=StrategyConfig(name="avg-output"), runtime=RuntimeConfig(workers=workers),
+                                output=quiet_output(rounds))
+                samples_per_round = parties * args.local_steps * batch
+                wall = max(distgan_rounds_per_s(config)[0] for _ in range(args.repeats))
+                rates[workers] = wall * samples_per_round
+                ratio = "" if workers == 1 else f"{rates[workers] / rates[1]:.2f}x of 1 worker"
+                rows.append((f"avg-output {parties} parties, --workers {workers}", f"{rates[workers]:.0f} samples/s",
+                             ratio))
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, "
-          f"best of {args.repeats}\n")
-    print("| measurement | rate | ratio |\n|---|---|---|")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, best of {args.repeats}, "
+          f"{os.cpu_count()} CPUs, load average (1/5/15 min) {load_before} before, {load_average()} after\n")
+    print("| measurement | rate (wall / CPU time) | ratio (wall / CPU time) |\n|---|---|---|")
     for row in rows:
         print(f"| {row[0]} | {row[1]} | {row[2]} |")
 

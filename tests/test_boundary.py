@@ -27,7 +27,6 @@ import torch
 from distgan import protocol as p
 from distgan.assembly import plan_data
 from distgan.config import Config
-from distgan.privacy.mechanisms import FEEDBACK_ONLY_STRATEGIES
 from distgan.runtime.local import build_local_parties
 from distgan.strategies import STRATEGIES
 from distgan.training import run_expectations, train
@@ -35,6 +34,11 @@ from distgan.training import run_expectations, train
 AFFINE_COPY = 0.999
 """|correlation| above which a row counts as an affine copy of a real sample."""
 ALLOWED_DTYPES = (torch.float32, torch.int64)
+RELEASE_ONCE_STRATEGIES = frozenset(name for name in STRATEGIES.names() if STRATEGIES.get(name).releases_once())
+"""Strategies whose parties release one statistic of their data (dp-merf), under mean-embedding alone."""
+FEEDBACK_ONLY_STRATEGIES = frozenset(name for name in STRATEGIES.names() if STRATEGIES.get(name).feedback_only()
+                                     and name not in RELEASE_ONCE_STRATEGIES)
+"""Strategies whose parties release no weights (the class says so), where the gradient sanitizer applies."""
 
 
 def standardized(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,9 +171,15 @@ def run_inspected(config: Config, run_dir: Path, inspector: BoundaryInspector, r
 
 # The sanitizer covers only strategies whose parties release feedback alone; the others refuse it
 # (test_the_sanitizer_refuses_strategies_that_send_weights), so they are not run under it here.
+def covers(strategy: str, privacy: str) -> bool:
+    """dp-merf's parties release under mean-embedding alone, and no other strategy's do."""
+    if strategy in RELEASE_ONCE_STRATEGIES:
+        return privacy in ("plain", "mean-embedding")
+    return privacy != "mean-embedding" and (privacy != "gradient-sanitizer" or strategy in FEEDBACK_ONLY_STRATEGIES)
+
+
 CASES = [(strategy, privacy) for strategy in STRATEGIES.names() + VARIANTS
-         for privacy in ("plain", "dp-sgd", "gradient-sanitizer")
-         if privacy != "gradient-sanitizer" or strategy in FEEDBACK_ONLY_STRATEGIES]
+         for privacy in ("plain", "dp-sgd", "gradient-sanitizer", "mean-embedding") if covers(strategy, privacy)]
 
 
 @pytest.mark.parametrize("strategy, privacy", CASES)
@@ -181,8 +191,9 @@ def test_no_message_of_any_strategy_carries_a_real_sample(make_config, tmp_path,
     config.train.rounds = 4  # resume one more round: LoadState and the party's restored state cross too
     run_inspected(config, tmp_path, inspector, resume=True)
     assert {"query.describe", "reply.description", "train.save_state", "train.load_state"} <= inspector.kinds
-    assert inspector.kinds & {"reply.feedback", "reply.deltas", "reply.weights", "reply.generator"}, inspector.kinds
-    assert inspector.tensors_checked > 10
+    assert inspector.kinds & {"reply.feedback", "reply.deltas", "reply.weights", "reply.generator",
+                              "reply.embedding"}, inspector.kinds
+    assert inspector.tensors_checked > (5 if strategy in RELEASE_ONCE_STRATEGIES else 10)  # dp-merf: one release
     if strategy in VARIANTS:  # G's weights (and for round-robin its Adam state) crossed and were inspected
         assert inspector.kinds & {"train.generator_epoch", "train.generate_upload"}, inspector.kinds
 
@@ -212,3 +223,36 @@ def test_the_sanitizer_refuses_strategies_that_send_weights(make_config, tmp_pat
     config = short_config(make_config, strategy, "gradient-sanitizer")
     with pytest.raises(ValueError, match="does not cover strategy"):
         train(config, tmp_path, quiet=True)
+
+
+def test_a_dp_merf_coordinator_receives_nothing_but_the_noisy_embedding(make_config, tmp_path):
+    """Under DP a dp-merf party's replies are its Description, acknowledgements and one noisy
+    embedding per party, which differs from the exact one by noise of the planned size."""
+    from distgan.privacy.random_features import RandomFeatures, embed_images, public_lengthscale
+
+    config = short_config(make_config, "dp-merf", "mean-embedding")
+    config.strategy.random_features = 64
+    replies: list[tuple[int, p.Message]] = []
+    inspector = BoundaryInspector(plan_data(config).data.images)
+
+    def record(party: int, request: p.Message, reply: p.Message) -> None:
+        inspector(party, request, reply)
+        replies.append((party, reply))
+
+    strategy_class = STRATEGIES.get(config.strategy.name)
+    parties = build_local_parties(config, tmp_path, strategy_class.pooled_data,
+                                  run_expectations(config, plan_data(config).data.shape))
+    parties.observers.append(record)
+    train(config, tmp_path, quiet=True, parties=parties)
+    assert {reply.kind for _, reply in replies} == {"reply.description", "reply.embedding", "reply.ack"}
+    releases = [(party, reply) for party, reply in replies if isinstance(reply, p.EmbeddingRelease)]
+    assert sorted(party for party, _ in releases) == [0, 1]  # one release per party, in one round trip
+    data = plan_data(config)
+    for party, release in releases:
+        share = data.data.subset(data.shares.indices[party])
+        feature_map = RandomFeatures(release.feature_seed, release.features,
+                                     public_lengthscale(784, config.strategy.kernel_scale), 784)
+        exact = embed_images(share.images, share.labels, feature_map, release.embedding.shape[1])
+        noise = (release.embedding - exact).double()
+        assert float(noise.std()) > 0.1  # epsilon 50 still takes sigma ~0.2 of sensitivity 1
+        assert release.epsilon > 0

@@ -44,7 +44,8 @@ def test_non_positive_numbers_are_refused(capsys, argv):
 def test_dry_run_writes_nothing(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, output = run_cli(capsys, "train", "--dry-run")
-    assert code == 0 and "party 1: 2500 samples, labels [5, 6, 7, 8, 9]" in output
+    assert code == 0 and "party 1: 2000 samples, labels [5, 6, 7, 8, 9]" in output
+    assert "test split (no party holds it): 1000 samples" in output
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 pytest.importorskip("flwr")
 
 from distgan.cli import main
-from distgan.runtime.flower.local import LocalFederation
+from distgan.runtime.flower.local import LocalFederation, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -85,17 +86,109 @@ def test_flower_local_with_tls_and_auth_trains_like_distgan_train(tmp_path):
         assert flower_round["overhead_s"] > 0 and 0 < flower_round["overhead_share"] <= 1
 
 
-def test_a_supernode_with_an_unregistered_key_is_refused(tmp_path):
-    with LocalFederation(tmp_path / "federation", secure=True) as federation:
+def test_flower_local_stopped_by_sigterm_mid_round_leaves_no_flower_process(tmp_path):
+    """SIGTERM (what systemd or a CI timeout sends) while a round runs: every process of the
+    federation ends (SuperLink, SuperNodes, SuperExecs, ServerApp, ClientApps)."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from distgan.cli import main; sys.exit(main())", "flower", "local", "--parties", "2", "--rounds", "500",
+         "--strategy", "avg-output", "--data", "fake:n=240", "--split", "iid", "--batch-size", "8",
+         "--set", "model.hidden=32", "--set", "model.latent_dim=16", "--set", "output.log_every=1", "--insecure",
+         "--quiet", "--out", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not ((run_dir / "stats.jsonl").is_file() and (run_dir / "stats.jsonl").read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-2000:]
+        time.sleep(0.2)
+    time.sleep(0.5)  # inside a later round
+    assert processes_with_home_under(run_dir / "flower"), "no Flower process to stop"
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=90)
+    assert process.returncode != 0, output
+    assert processes_with_home_under(run_dir / "flower") == [], output[-2000:]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_folder_organisations_an_intruder_and_a_supernode_that_comes_back(tmp_path):
+    """Two organisations with image folders of labels 0-4 and 5-9 (40 px PNGs), TLS and node auth,
+    each SuperNode started as the README says (distgan flower supernode); an unregistered key is
+    refused; party 1's SuperNode is killed with SIGKILL mid-run (with its SuperExec and ClientApp)
+    and restarted at once with the same command: it rejoins (on_party_failure=wait), its party
+    resumes from its own state and trains again; labels keep their global meaning."""
+    from distgan.config import Config
+    from distgan.runtime.flower.apps import write_app
+    from distgan.runtime.flower.local import flower_executable
+    from distgan.runtime.flower.parties import FlowerSettings
+    from tests.test_flower_ops import digit_folders
+
+    folders = [digit_folders(tmp_path / "org-a", range(5)), digit_folders(tmp_path / "org-b", range(5, 10))]
+    rounds, kill_after = 4, 2
+    config = Config().with_overrides([
+        "strategy.name=avg-output", "data.parties=2", f"train.rounds={rounds}", "train.batch_size=8",
+        "model.hidden=32", "model.latent_dim=16", f"data.labels={','.join(map(str, range(10)))}",
+        "runtime.on_party_failure=wait", "output.checkpoint_every=1", "output.sample_every=100",
+        "output.log_every=1", "output.metrics=party-coverage"])
+    run_dir = tmp_path / "run"
+    work = tmp_path / "federation"
+    with LocalFederation(work, secure=True) as federation:
         federation.start_superlink()
-        registered, stranger = federation.make_keys(2)
-        federation.register([registered])
-        member = federation.start_supernode("member", {"partition-id": 0}, registered)
-        intruder = federation.start_supernode("intruder", {"partition-id": 1}, stranger)
-        deadline = time.monotonic() + 60
-        while intruder.process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert intruder.process.returncode not in (None, 0), "the unregistered SuperNode was not refused"
-        assert member.process.poll() is None, "the registered SuperNode did not stay connected"
-    assert processes_with_home_under(tmp_path / "federation") == []
-    assert os.environ.get("FLWR_HOME") is None or "federation" not in os.environ["FLWR_HOME"]
+        keys = federation.make_keys(3)
+        federation.register(keys[:2])
+        assert federation.certificates is not None
+        intruder = federation.start_supernode("intruder", {"partition-id": 1}, keys[2])
+
+        def node_command(j: int) -> list[str]:
+            return [flower_executable("distgan"), "flower", "supernode", "--superlink", f"127.0.0.1:{federation.port}",
+                    "--ca", str(federation.certificates.ca_certificate), "--key", str(keys[j].private_key),
+                    "--party", str(j), "--parties", "2", "--data", f"folder:{folders[j]}",
+                    "--state-dir", str(tmp_path / f"state-{j}"), "--port", str(free_port())]
+
+        nodes = [federation.start(f"supernode-{j}", node_command(j), federation.environment(f"supernode-{j}"))
+                 for j in range(2)]
+        app = tmp_path / "app"
+        write_app(app, config, run_dir, settings=FlowerSettings(discovery_timeout_s=300.0))
+        events: dict[str, float] = {}
+
+        def watch() -> None:
+            done = len((run_dir / "stats.jsonl").read_text().splitlines()) if (run_dir / "stats.jsonl").exists() else 0
+            if done >= kill_after and "killed" not in events:
+                supervisor = nodes[1].process.pid
+                for child in children_of(supervisor):  # flower-supernode, its SuperExec and ClientApp
+                    os.killpg(child, signal.SIGKILL)
+                nodes[1].process.wait(timeout=30)
+                events["killed"] = time.monotonic()
+                nodes.append(federation.start("supernode-1-again", node_command(1),
+                                              federation.environment("supernode-1")))
+            if "killed" in events and "back" not in events and "party 1 is back" in (run_dir / "log.txt").read_text():
+                events["back"] = time.monotonic()
+
+        record = federation.run_app(app, watch)
+        assert intruder.process.poll() not in (None, 0), "the unregistered SuperNode was not refused"
+    assert processes_with_home_under(work) == []
+    assert record.get("status") == "finished:completed", record
+    print(f"restart to rejoin: {events['back'] - events['killed']:.1f} s")
+
+    log_text = (run_dir / "log.txt").read_text()
+    assert "party 1 is back" in log_text and "resumes from its own state of round" in log_text
+    trained = [sorted(r["parties"]) for r in stats(run_dir)]
+    assert len(trained) == rounds and trained[-1] == ["0", "1"]  # party 1 trains again after the restart
+    assert "supernode-1" in str(nodes[-1].log_path)
+    parties = json.loads((run_dir / "parties.json").read_text())
+    assert [k for k, c in enumerate(parties["0"]["label_counts"]) if c] == [0, 1, 2, 3, 4]
+    assert [k for k, c in enumerate(parties["1"]["label_counts"]) if c] == [5, 6, 7, 8, 9]
+    final = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]["metrics"]
+    assert set(final["party-coverage/party-1/missing"]) <= {5, 6, 7, 8, 9}
+    assert set(final["party-coverage/party-0/missing"]) <= {0, 1, 2, 3, 4}

@@ -51,6 +51,8 @@ def test_stale_feedback_is_named_with_its_measured_consequence():
     warning = stale_feedback_warning(config)
     assert warning is not None and "local_steps=334" in warning and "cfid ~414" in warning
     assert stale_feedback_warning(tiny_config("fedgan", train__local_steps=334)) is None
+    # weights-travelling round-robin (switch=epoch) takes coarse rounds naturally
+    assert stale_feedback_warning(tiny_config("round-robin", train__local_steps=334, strategy__switch="epoch")) is None
 
 
 def record(round_number: int, real: float, fake: float, g_loss: float) -> dict:
@@ -177,9 +179,12 @@ def test_the_supernode_supervisor_retries_a_refused_activation_and_leaves_no_chi
     script = (f"import os, subprocess, sys; n = len(open({str(attempts)!r}).read()) if os.path.exists("
               f"{str(attempts)!r}) else 0; open({str(attempts)!r}, 'a').write('x'); "
               f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-              f"open({str(orphan_pids)!r}, 'a').write(f'{{child.pid}}\\n'); sys.exit(305 if n < 2 else 0)")
+              f"open({str(orphan_pids)!r}, 'a').write(f'{{child.pid}}\\n'); print('Exit Code: 305' if n < 2 else 'bye', flush=True); sys.exit(1 if n < 2 else 0)")
     echo = io.StringIO()
-    assert supervise([sys.executable, "-c", script], dict(os.environ), echo=echo, sleep=lambda s: None) == 0
+    relayed = io.BytesIO()
+    assert supervise([sys.executable, "-c", script], dict(os.environ), echo=echo, sleep=lambda s: None,
+                     output=relayed) == 0
+    assert relayed.getvalue().count(b"Exit Code: 305") == 2  # the node's output passes through
     assert attempts.read_text() == "xxx"
     assert echo.getvalue().count("activation refused (exit 305)") == 2
     for pid in map(int, orphan_pids.read_text().split()):  # each attempt's child went with its group
@@ -190,5 +195,32 @@ def test_the_supernode_supervisor_retries_a_refused_activation_and_leaves_no_chi
 def test_exit_codes_say_what_happened():
     from distgan.runtime.flower.supervise import exit_meaning
 
-    assert "not registered" in exit_meaning(305 % 256) and "still counts this node online" in exit_meaning(305 % 256)
+    assert "not registered" in exit_meaning(305) and "still counts this node online" in exit_meaning(305)
     assert "killed" in exit_meaning(-9)
+
+
+# -- operations -------------------------------------------------------------------------------------------
+def test_the_kept_ca_signs_a_certificate_for_a_new_host(tmp_path):
+    from cryptography import x509
+
+    from distgan.cli import main
+
+    keys = tmp_path / "fed-keys"
+    assert main(["flower", "keys", "--out", str(keys), "--host", "superlink.example.org"]) == 0
+    assert (keys / "ca.key").stat().st_mode & 0o777 == 0o600
+    ca = x509.load_pem_x509_certificate((keys / "ca.crt").read_bytes())
+    assert main(["flower", "server-cert", "--keys", str(keys), "--host", "superlink.example.org",
+                 "--host", "203.0.113.5"]) == 0
+    server = x509.load_pem_x509_certificate((keys / "server.pem").read_bytes())
+    server.verify_directly_issued_by(ca)  # SuperNodes keep trusting the ca.crt they have
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["203.0.113.5"]
+    assert names.get_values_for_type(x509.DNSName) == ["superlink.example.org"]
+
+
+def test_the_superlink_needs_a_named_address(capsys):
+    from distgan.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["flower", "superlink", "--keys", "fed-keys"])
+    assert "--host" in capsys.readouterr().err

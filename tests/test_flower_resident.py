@@ -141,7 +141,9 @@ def hello(config: Config, session: str = "s1") -> RecordDict:
     return RecordDict({HELLO_RECORD: ConfigRecord({"session": session, "config": config.to_json()})})
 
 
-def test_a_resident_party_serves_its_run_pushes_the_context_and_refuses_another_run(runtime_api):
+def test_a_resident_party_serves_its_run_pushes_the_context_and_refuses_another_run(runtime_api, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(client, "STATE", client.StateStore())  # the party process's setting stays in this test
     token = resident._TaskToken()
     party = resident.ResidentParty(RUN_ID, resident.runtime_client(runtime_api.address, None, "flwr-clientapp",
                                                                     token), token)
@@ -151,11 +153,13 @@ def test_a_resident_party_serves_its_run_pushes_the_context_and_refuses_another_
     reply = runtime_api.reply_to(message_id)
     assert not reply.has_error()
     assert runtime_api.task_status(task) == SubStatus.COMPLETED
-    # The Context with the party's state was pushed before run_task returned, i.e. before the
-    # node process may claim the next task.
+    # The Context (the session record with the state's version) was pushed before run_task
+    # returned, i.e. before the node process may claim the next task; the state itself went to the
+    # node's state folder before the reply.
     session = runtime_api.context(RUN_ID).state.config_records[SESSION_RECORD]
     assert session["session"] == "s1" and session["version"] == 1
-    assert PARTY_STATE_RECORD in runtime_api.context(RUN_ID).state.array_records
+    assert PARTY_STATE_RECORD not in runtime_api.context(RUN_ID).state.array_records
+    assert len(list((tmp_path / "node").rglob(f"flower-live/run-{RUN_ID}-node-{NODE_ID}.pt"))) == 1
 
     task, message_id = runtime_api.deliver(RUN_ID + 1, hello(small_config(), "other"), HELLO)
     assert party.run_task(runtime_api.claim()) == SubStatus.FAILED
@@ -180,7 +184,7 @@ def test_a_per_message_clientapp_finds_the_state_its_predecessor_saved_before_re
     """Flower pushes a ClientApp's reply before its Context: the next process may get the old
     Context. The state file written before the reply keeps the run exact."""
     config = small_config()
-    monkeypatch.setattr(client, "PER_MESSAGE_PROCESS", True)
+    monkeypatch.setattr(client, "STATE", client.StateStore(context=True, file=True))  # a flwr-clientapp's
     app = client.build_client_app(keep_live=False)
     node_config = {"partition-id": 0, "num-partitions": 2, "state-dir": str(tmp_path / "node")}
     context = Context(run_id=RUN_ID, node_id=NODE_ID, node_config=node_config, state=RecordDict(), run_config={})
@@ -202,7 +206,7 @@ def test_a_per_message_clientapp_finds_the_state_its_predecessor_saved_before_re
     assert from_stale.stats == from_fresh.stats
     # Without the file the stale Context would answer with the D of one message earlier.
     live[0].unlink()
-    monkeypatch.setattr(client, "PER_MESSAGE_PROCESS", False)
+    client.STATE.file = False
     from_stale_alone = from_content(_serve(app, request, kind, stale).content)
     assert isinstance(from_stale_alone, p.Feedback)
     assert not torch.equal(from_stale_alone.input_gradients, from_fresh.input_gradients)
@@ -218,3 +222,49 @@ def test_without_the_tested_task_api_a_supernode_keeps_flowers_clientapp_process
     with caplog.at_level(logging.WARNING, logger="distgan.flower"):
         assert resident.resident_supernode_command(command, "127.0.0.1:9094") == command
     assert "flwr 1.43.0 is installed; resident parties speak the task API of flwr 1.42.x" in caplog.text
+
+
+def test_the_supernode_poll_setting_shortens_only_the_waits_it_was_tested_on(monkeypatch):
+    import flwr.supernode.cli
+    import flwr.supernode.start_client_internal as loop
+
+    monkeypatch.setenv(resident.SUPERNODE_POLL_ENVIRONMENT, "0.05")
+    command = resident.resident_supernode_command(["flower-supernode", "--insecure"], "127.0.0.1:9094")
+    tuned = command[command.index("--") + 1:]
+    assert tuned[1:6] == ["-m", "distgan.runtime.flower.resident", "supernode", "--poll", "0.05"]
+    assert tuned[-3:] == ["--insecure", "--isolation", "process"]
+    monkeypatch.setenv(resident.SUPERNODE_POLL_ENVIRONMENT, "5")
+    with pytest.raises(ValueError, match="DISTGAN_SUPERNODE_POLL='5'"):
+        resident.resident_supernode_command(["flower-supernode"], "127.0.0.1:9094")
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(loop, "time", loop.time)  # restored after the test
+    monkeypatch.setattr(flwr.supernode.cli, "flower_supernode", lambda: started.append(list(resident.sys.argv)))
+    monkeypatch.setattr(resident.sys, "argv", ["python"])
+    resident.run_tuned_supernode(0.02, ["--insecure"])
+    assert started == [["flower-supernode", "--insecure"]]
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    loop.time.sleep(3)  # the SuperNode's wait after an empty pull
+    loop.time.sleep(0.5)  # its wait for the ClientApp's reply
+    loop.time.sleep(0.01)
+    assert slept == [0.02, 0.02, 0.01]
+    assert loop.time.monotonic is time.monotonic  # everything else is the time module's
+
+
+def test_a_node_stops_party_processes_without_tasks_and_keeps_the_busy_one():
+    import subprocess
+    import sys
+
+    def party_process(run_id: int, idle_s: float) -> Any:
+        process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+        return resident._PartyProcess(run_id, process, last_task=time.monotonic() - idle_s)
+
+    node = resident.Node("127.0.0.1:9", None)
+    node.parties[1], node.parties[2] = party_process(1, resident.PARTY_IDLE_S + 60), party_process(2, 5)
+    ended = node.parties[1].process
+    node.stop_idle(time.monotonic() - resident.PARTY_IDLE_S)
+    assert list(node.parties) == [2] and ended.returncode == 0  # stdin closed: it ended by itself
+    node.stop()
+    assert node.parties == {}

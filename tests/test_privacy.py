@@ -171,12 +171,14 @@ def test_release_filter_withholds_what_its_mechanism_does_not_cover() -> None:
     with pytest.raises(PrivacyViolation, match="exact counts are withheld"):
         engine.release(description)  # a party that published no noisy counts publishes none
 
-    class Unknown(p.Message):
-        kind = "reply.unknown"
-        direction = "up"
+    with pytest.raises(TypeError, match="must state reveals"):  # a reply that does not say what it reveals
 
-    with pytest.raises(PrivacyViolation, match="reply.unknown"):
-        engine.release(Unknown())
+        class Unknown(p.Message):
+            kind = "reply.unknown"
+            direction = "up"
+
+    with pytest.raises(PrivacyViolation, match="train.save_state"):
+        engine.release(p.SaveState(1))  # not a reply: nothing of it is released
 
 
 def test_a_checkpoint_holds_no_ledger_and_no_random_state_and_a_load_reseeds() -> None:

@@ -268,8 +268,8 @@ def test_a_second_run_on_the_same_node_data_spends_from_the_same_ledger(tmp_path
 
 
 def test_supernode_privacy_floor_option_becomes_node_config(tmp_path, monkeypatch) -> None:
-    import distgan.runtime.flower.supervise as supervise
     from distgan.cli import main
+    from distgan.runtime.flower import supervise
 
     started: list[list[str]] = []
     monkeypatch.setattr(supervise, "supervise", lambda command, environment: started.append(command) or 0)

@@ -45,7 +45,8 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 @dataclass
 class DataConfig:
     source: str = "mnist"
-    """Data source, ``NAME`` or ``NAME:ARG`` (``mnist``, ``mnist:DIR``, ``folder:DIR``, ``lsun:DIR``, ``fake``)."""
+    """Data source, ``NAME`` or ``NAME:ARG`` (``mnist``, ``mnist:DIR``, ``fashion-mnist``, ``folder:DIR``, ``lsun:DIR``,
+    ``fake``)."""
     split: str = "labels:0-4/5-9"
     """How samples are divided among parties: ``iid``, ``labels:0-4/5-9``, ``one-label``, ``dirichlet:ALPHA``."""
     parties: int = 2
@@ -53,7 +54,11 @@ class DataConfig:
     image_size: int | None = None
     """Side of the square images fed to the models; None takes the model's natural size."""
     limit: int | None = None
-    """Use only the first N samples of the source (after a seeded shuffle); None uses all."""
+    """Use only the first N samples of the source's train part (after a seeded shuffle); None uses all."""
+    test: int | None = None
+    """Samples held out as the test split (no party receives them: metrics' reference, audit's non-members)
+    for sources without one of their own (``folder:``, ``lsun:``, ``fake``): a fixed draw, stratified by label.
+    Must stay unset for ``mnist`` (a fixed 1,000-digit split) and IDX folders with ``t10k-*`` files."""
     labels: tuple[str, ...] | None = None
     """The run's label map: label k means the k-th name (``--set data.labels=0,1,2``). Image-folder
     parties name their labels by subfolder; each subfolder must be in the map (checked when a party
@@ -69,6 +74,8 @@ class DataConfig:
             _positive_int("data.image_size", self.image_size)
         if self.limit is not None:
             _positive_int("data.limit", self.limit)
+        if self.test is not None:
+            _positive_int("data.test", self.test)
         if self.labels is not None:
             self.labels = tuple(str(name) for name in self.labels)
             _require(len(self.labels) > 0 and len(set(self.labels)) == len(self.labels) and all(self.labels),
@@ -189,6 +196,12 @@ class StrategyConfig:
     swap_per_epoch: bool = False
     """md-gan: swap once per epoch instead (MD-GAN's own rule, E = 1 local epoch): every
     ceil(mean party size / batch size) rounds, from the parties' public sample counts."""
+    random_features: int = 2000
+    """dp-merf: random Fourier features of the released embedding (even; features / 2 frequencies). More
+    features resolve the kernel better but spread the same noise over more coordinates (docs/PRIVACY.md)."""
+    kernel_scale: float = 0.73
+    """dp-merf: the Gaussian kernel's lengthscale is kernel_scale * sqrt(pixels) for images in [-1, 1], a
+    public rule (0.73 is DP-MERF's MNIST choice); never a statistic of private data."""
     switch: str = "batch"
     """round-robin / centralized: when G moves on to the next party. ``batch``: after every batch (G stays on
     the platform; fakes go down, D's feedback comes up). ``epoch``: the paper's Alg. 3 -- G's weights and Adam
@@ -206,6 +219,10 @@ class StrategyConfig:
         _choice("strategy.selection", self.selection, ("largest", "random"))
         _choice("strategy.server_update", self.server_update, ("max", "mean", "sum"))
         _positive_int("strategy.swap_every", self.swap_every)
+        _positive_int("strategy.random_features", self.random_features)
+        _require(self.random_features % 2 == 0 and self.random_features >= 2, "strategy.random_features",
+                 self.random_features, "must be even (cos and sin of each frequency)")
+        _positive_float("strategy.kernel_scale", self.kernel_scale)
         _choice("strategy.switch", self.switch, ("batch", "epoch"))
         _choice("strategy.fakes", self.fakes, ("coordinator", "party"))
 
@@ -222,7 +239,8 @@ class PrivacyConfig:
     """Explicit noise multiplier sigma; when set, epsilon is only a budget that stops the run."""
     mechanism: str = "auto"
     """How a party is made private (docs/PRIVACY.md): ``dp-sgd`` on its discriminator (``auto``: every
-    strategy) or ``gradient-sanitizer`` (GS-WGAN) on the feedback of feedback-only strategies."""
+    strategy) or ``gradient-sanitizer`` (GS-WGAN) on the feedback of feedback-only strategies; ``mean-embedding``
+    is dp-merf's one Gaussian release (``auto`` picks it for dp-merf)."""
     count_noise: float = 20.0
     """Standard deviation of the Gaussian noise on the counts a private party publishes (``Description``:
     label histogram and sample count, sensitivity 1 under add/remove-one); released once per dataset
@@ -240,7 +258,7 @@ class PrivacyConfig:
         _positive_float("privacy.max_grad_norm", self.max_grad_norm)
         if self.noise_multiplier is not None:
             _positive_float("privacy.noise_multiplier", self.noise_multiplier)
-        _choice("privacy.mechanism", self.mechanism, ("auto", "dp-sgd", "gradient-sanitizer"))
+        _choice("privacy.mechanism", self.mechanism, ("auto", "dp-sgd", "gradient-sanitizer", "mean-embedding"))
         _positive_float("privacy.count_noise", self.count_noise)
         _require(isinstance(self.secure_mode, bool), "privacy.secure_mode", self.secure_mode, "must be true or false")
         if self.secure_mode and importlib.util.find_spec("torchcsprng") is None:
@@ -320,7 +338,7 @@ class Config:
         if self.train.parties_per_round is not None:
             _require(self.train.parties_per_round <= self.data.parties, "train.parties_per_round",
                      self.train.parties_per_round, f"must not exceed data.parties={self.data.parties}")
-        if self.privacy.enabled and self.privacy.mechanism != "gradient-sanitizer":
+        if self.privacy.enabled and self.privacy.mechanism != "gradient-sanitizer" and self.strategy.name != "dp-merf":
             # DP-SGD clips per-sample gradients; batch norm mixes the samples of a batch (Opacus refuses it).
             _require(not (self.model.name == "dcgan" and self.model.norm == "batch"), "model.norm", self.model.norm,
                      "differential privacy (DP-SGD on the discriminator) needs per-sample gradients, which batch "

@@ -64,8 +64,10 @@ class Progress:
         eta = (total - round_number) / rate if rate > 0 else float("inf")
         d_losses = "/".join(f"{s['d_loss']:.2f}" for s in record["parties"].values())
         extras = "".join(f" | {k} {v:.3g}" for k, v in record.get("metrics", {}).items())
+        # Slow rounds (a deployed message costs seconds) read as seconds per round, never "0.0 rounds/s".
+        speed = f"{rate:.1f} rounds/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s/round"
         return (f"round {round_number}/{total} | D {d_losses} | G {record['g_loss']:.2f} | "
-                f"{rate:.1f} rounds/s | ETA {_duration(eta)}{extras}")
+                f"{speed} | ETA {_duration(eta)}{extras}")
 
 
 def _duration(seconds: float) -> str:

@@ -18,7 +18,7 @@ from distgan import protocol as p
 from distgan.config import TrainConfig
 from distgan.losses import GeneratorLoss, generator_input_gradient, generator_loss
 from distgan.models import ModelFactory
-from distgan.party import adam, adam_state, build_generator, cpu_state_dict, load_adam_state
+from distgan.party import adam, adam_state, build_generator, cpu_state_dict, load_adam_state, train_mode
 from distgan.sampling import images_from_latents
 from distgan.seeding import draw_seed, make_generator, seeded
 
@@ -85,12 +85,12 @@ class GeneratorTrainer:
     def fakes(self, steps: int, batch: int | None = None) -> FakeBatches:
         batch = batch or self.train_config.batch_size
         latents = self.latents(steps * batch).view(steps, batch, -1)
-        self.module.train()
+        train_mode(self.module)
         first = self.module(latents[0].to(self.device))
         images = [first.detach()]
         with torch.no_grad():
             images += [self.module(z.to(self.device)) for z in latents[1:]]
-        return FakeBatches(latents, torch.stack(images).float().cpu(), first)
+        return FakeBatches(latents, p.stacked(images), first)
 
     def step_on_feedback(self, batches: FakeBatches, feedback: Sequence[p.Feedback],
                          weights: torch.Tensor | None = None,
@@ -102,8 +102,8 @@ class GeneratorTrainer:
         parties scored; for s > 0 G has moved since, and their gradient is one step stale (the
         price of coarse rounds; ``local_steps = 1`` is exact).
         """
-        logits = torch.stack([f.logits for f in feedback])  # [J, S, B]
-        gradients = torch.stack([f.input_gradients for f in feedback])  # [J, S, B, C, H, W]
+        logits = p.stacked([f.logits for f in feedback])  # [J, S, B]
+        gradients = p.stacked([f.input_gradients for f in feedback])  # [J, S, B, C, H, W]
         losses = []
         for step in range(logits.shape[1]):
             loss, image_gradient = generator_input_gradient(logits[:, step], gradients[:, step], weights,

@@ -33,8 +33,6 @@ from distgan.config import Config
 
 log = logging.getLogger("distgan")
 
-FEEDBACK_STRATEGIES = frozenset({"avg-output", "md-gan", "round-robin", "centralized"})
-"""Strategies whose G steps on per-step D feedback carried by the message (local_steps = 1 is exact)."""
 MEASURED_STALENESS = ("avg-output: cfid 48.6 and 10/10 digits at 1 step per message, cfid ~414 (noise: every D "
                       "saturated at its logit bound from round 2) at 334 steps per message")
 HEALTH_FILE = "health.json"
@@ -46,8 +44,10 @@ class CollapseError(RuntimeError):
 
 def stale_feedback_warning(config: Config) -> str | None:
     """Why ``config`` is not the per-step algorithm its strategy names, or None when it is."""
-    steps = config.train.local_steps
-    if config.strategy.name not in FEEDBACK_STRATEGIES or steps == 1:
+    from distgan.strategies import STRATEGIES
+
+    steps = config.train.local_steps  # G steps on per-step D feedback carried by the message: 1 is exact
+    if steps == 1 or not STRATEGIES.get(config.strategy.name).learns_from_feedback(config):
         return None
     return (f"{config.strategy.name} with train.local_steps={steps}: every message carries {steps} D steps on "
             f"fakes made before it and {steps} G steps on that stale feedback, which is not the per-step "

@@ -54,9 +54,11 @@ def set_flat_parameters(module: nn.Module, indices: torch.Tensor, values: torch.
             offset += count
 
 
-RUNS_DISCRIMINATOR = (p.TrainDiscriminator, p.QueryFeedback, p.TrainAndUpload, p.TrainLocalGAN,
-                      p.GenerateAndUpload, p.TrainGeneratorEpoch)
-"""Requests whose handling runs D forward (and may draw dropout masks)."""
+def train_mode(module: nn.Module) -> None:
+    """``module.train()`` unless it is in training mode already: the call walks every submodule, and the
+    hot path asks for it on every step (distgan never sets a submodule apart from its network)."""
+    if not module.training:
+        module.train()
 
 
 def build_discriminator(factory: ModelFactory, seed: int) -> nn.Module:
@@ -110,6 +112,7 @@ class Party:
             p.SaveState: self._save_state,
             p.LoadState: self._load_state,
             p.Describe: self._describe,
+            p.ReleaseEmbedding: self._release_embedding,
             p.GenerateAndUpload: self._generate_and_upload,
             p.TrainGeneratorEpoch: self._train_generator_epoch,
         }
@@ -137,7 +140,7 @@ class Party:
         """Torch's global RNG (dropout in D) runs under a seed from ``draw`` for requests that run D: without
         DP from the party's own checkpointed generator, so runs resume bit-exactly and every runtime draws
         the same masks. Only requests that run D draw, so checkpoint frequency never changes a run."""
-        randomness = seeded(draw(), self._device) if isinstance(request, RUNS_DISCRIMINATOR) \
+        randomness = seeded(draw(), self._device) if request.runs_discriminator \
             else contextlib.nullcontext()
         with randomness:
             return handler(request)
@@ -152,7 +155,7 @@ class Party:
         fakes = fakes.repeat_interleave(self._train.d_steps, dim=0) if self._train.d_steps > 1 else fakes
         if self.privacy is not None and self.privacy.private_discriminator:
             return self.privacy.discriminator_steps(fakes)
-        self.discriminator.train()
+        train_mode(self.discriminator)
         totals = torch.zeros(3)
         for fake in fakes.to(self._device):
             real = self._real_batch(fake.shape[0])
@@ -175,7 +178,7 @@ class Party:
             (gradient,) = torch.autograd.grad(logit.sum(), image)
             logits.append(logit.detach())
             gradients.append(gradient)
-        return torch.stack(logits).float().cpu(), torch.stack(gradients).float().cpu()
+        return p.stacked(logits), p.stacked(gradients)
 
     # -- handlers -----------------------------------------------------------------------------------
     def _train_discriminator(self, request: p.TrainDiscriminator) -> p.Message:
@@ -197,7 +200,7 @@ class Party:
         generator = self._load_generator(request)
         batch, latent = self._train.batch_size, self._factory.latent_dim
         latents = torch.randn(request.steps, batch, latent, generator=self._rng)
-        generator.train()  # as the platform's fakes: batch norm in training mode
+        train_mode(generator)  # as the platform's fakes: batch norm in training mode
         with torch.no_grad():
             fakes = torch.stack([generator(z.to(self._device)) for z in latents])
         return self._upload_after_training(request, fakes)
@@ -241,7 +244,7 @@ class Party:
         assert self._g_optimizer is not None
         batch, latent = self._train.batch_size, self._factory.latent_dim
         totals = torch.zeros(4)
-        generator.train()
+        train_mode(generator)
         for _ in range(steps):
             z = torch.randn(batch, latent, generator=self._rng).to(self._device)
             fake = generator(z)
@@ -299,6 +302,29 @@ class Party:
         counts = torch.bincount(labels, minlength=self._num_labels) if len(labels) else torch.zeros(0)
         return p.Description(samples=len(self._data), label_counts=counts.long(),
                              image_shape=torch.tensor(self._factory.image_shape, dtype=torch.int64))
+
+    def _release_embedding(self, request: p.ReleaseEmbedding) -> p.Message:
+        """dp-merf: the exact summed label embedding; a private party's release filter noises it once
+        and caches it, so a repeated request is answered from the cache without touching the data."""
+        from distgan.privacy.random_features import RandomFeatures, embed_images
+
+        if self.privacy is not None:
+            cached = self.privacy.cached_release(request)
+            if cached is not None:
+                return cached
+        labels = self._data.labels
+        if request.num_labels == 1:
+            labels = torch.zeros_like(labels)  # an unconditional embedding: every record in one column
+        elif bool((labels < 0).any()):
+            raise p.ProtocolError(f"{self.name}: {request.kind} with {request.num_labels} labels, but this "
+                                  "party's data is unlabelled (ask for num_labels=1)")
+        elif int(labels.max()) >= request.num_labels:
+            raise p.ProtocolError(f"{self.name}: {request.kind} asks for {request.num_labels} labels, this party "
+                                  f"holds label {int(labels.max())}")
+        feature_map = RandomFeatures(request.feature_seed, request.features, request.lengthscale,
+                                     math.prod(self._factory.image_shape))
+        return p.EmbeddingRelease(embed_images(self._data.images, labels, feature_map, request.num_labels),
+                                  request.feature_seed, request.features, request.lengthscale)
 
     # -- state ----------------------------------------------------------------------------------
     def _state_stem(self, round_index: int) -> Path:

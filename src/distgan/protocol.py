@@ -22,6 +22,9 @@ import torch
 
 MAX_MESSAGE_BYTES = 1 << 30
 """Refuse any message over 1 GiB: no legitimate message of a supported model comes close."""
+MAX_RANDOM_FEATURES = 1 << 17
+"""dp-merf: at most this many random features (an embedding of 1,000 labels is then 0.5 GiB)."""
+MAX_LABELS = 1000
 
 Scalar = int | float | str | bool
 Weights = dict[str, torch.Tensor]
@@ -41,11 +44,43 @@ class Expectations:
     max_bytes: int = MAX_MESSAGE_BYTES
 
 
+REVEALS = ("public", "stats", "feedback", "weights", "embedding")
+"""What a reply can reveal of a party's data, for its privacy filter (privacy.mechanisms.release):
+public metadata or nothing; D's loss statistics; D's scores and gradients on generated images; weights;
+a statistic of the data itself, released once (dp-merf's embedding)."""
+
+
 class Message:
-    """Base of every message: encoding, size and validation shared by all."""
+    """Base of every message: encoding, size and validation shared by all.
+
+    Every message class states its facts in its own body, and a class that lacks one fails when it
+    is defined (not later, somewhere else):
+
+    * a request (``direction = "down"``): ``replies``, the reply kinds it may get (anything else is a
+      protocol violation of the party), and ``runs_discriminator``, whether handling it runs the
+      party's D (D's dropout then draws from the party's seeded stream);
+    * a reply (``direction = "up"``): ``reveals``, one of :data:`REVEALS` (what the party's privacy
+      filter does with it).
+    """
 
     kind: ClassVar[str]
     direction: ClassVar[str]  # "down" (to a party) or "up" (to the coordinator)
+    replies: ClassVar[tuple[str, ...]]
+    runs_discriminator: ClassVar[bool]
+    reveals: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        facts = {"down": ("replies", "runs_discriminator"), "up": ("reveals",)}.get(own.get("direction", ""))
+        if "kind" not in own or facts is None:
+            raise TypeError(f"message class {cls.__qualname__} must state kind and direction ('down' or 'up')")
+        missing = [name for name in facts if name not in own]
+        if missing:
+            raise TypeError(f"message class {cls.__qualname__} ({own['direction']}) must state "
+                            f"{' and '.join(missing)} in its body; see distgan.protocol.Message")
+        if own["direction"] == "up" and own["reveals"] not in REVEALS:
+            raise TypeError(f"{cls.__qualname__}.reveals={own['reveals']!r}: must be one of {', '.join(REVEALS)}")
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -62,8 +97,13 @@ class Message:
                 if isinstance(getattr(self, f.name), (int, float, str, bool))}
 
     def nbytes(self) -> int:
-        """Bytes on the wire: tensor payloads plus 8 per scalar."""
-        return sum(t.numel() * t.element_size() for t in self.tensors().values()) + 8 * len(self.scalars())
+        """Bytes on the wire: tensor payloads plus 8 per scalar. Computed once per message (it is frozen;
+        validation and the traffic count both ask)."""
+        size = self.__dict__.get("_nbytes")
+        if size is None:
+            size = sum(t.numel() * t.element_size() for t in self.tensors().values()) + 8 * len(self.scalars())
+            object.__setattr__(self, "_nbytes", size)
+        return size
 
     def validate(self, sender: str, expect: Expectations) -> None:
         size = self.nbytes()
@@ -73,7 +113,7 @@ class Message:
             if tensor.dtype.is_floating_point:
                 if tensor.dtype != torch.float32:
                     raise ProtocolError(f"{sender}: {self.kind}.{name} has dtype {tensor.dtype}, expected float32")
-                if not bool(torch.isfinite(tensor).all()):
+                if not all_finite(tensor):
                     raise ProtocolError(f"{sender}: {self.kind}.{name} holds NaN or Inf")
         for name, value in self.scalars().items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -82,6 +122,21 @@ class Message:
 
     def check(self, sender: str, expect: Expectations) -> None:
         """Message-specific shape checks."""
+
+
+def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(tensors)`` as float32 on the CPU, the form messages carry; a single tensor already
+    so becomes a view (the usual one-step, one-party message: no copy of the batch)."""
+    joined = tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+    return joined.float().cpu()
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN or Inf in ``tensor``. A NaN or an Inf makes the sum NaN or Inf, so a finite sum proves the
+    tensor finite in one reduction; only a non-finite sum (or an overflow of a finite tensor's sum) pays
+    for the element-wise check. ``isfinite(t).all()`` alone cost ~40x the sum: most of a message's
+    validation, on every message of every step."""
+    return math.isfinite(float(tensor.sum())) or bool(torch.isfinite(tensor).all())
 
 
 def _shape(sender: str, kind: str, name: str, tensor: torch.Tensor | None, shape: tuple[int | None, ...],
@@ -113,6 +168,8 @@ class TrainDiscriminator(Message):
 
     kind: ClassVar[str] = "train.discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.feedback", "reply.stats")
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     feedback: bool = False
     request_id: str = ""
@@ -129,6 +186,8 @@ class QueryFeedback(Message):
 
     kind: ClassVar[str] = "query.feedback"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.feedback",)
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     request_id: str = ""
     """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
@@ -145,6 +204,8 @@ class TrainAndUpload(Message):
 
     kind: ClassVar[str] = "train.upload"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.deltas",)
+    runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     upload_fraction: float
     selection: str
@@ -181,6 +242,8 @@ class GenerateAndUpload(Message):
 
     kind: ClassVar[str] = "train.generate_upload"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.deltas",)
+    runs_discriminator: ClassVar[bool] = True
     steps: int
     upload_fraction: float
     selection: str
@@ -208,6 +271,8 @@ class TrainGeneratorEpoch(Message):
 
     kind: ClassVar[str] = "train.generator_epoch"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.generator",)
+    runs_discriminator: ClassVar[bool] = True
     generator: Weights = field(default_factory=dict)
     optimizer: Weights = field(default_factory=dict)  # Adam state: "<parameter index>/<exp_avg|exp_avg_sq|step>"
     request_id: str = ""
@@ -235,6 +300,8 @@ class TrainLocalGAN(Message):
 
     kind: ClassVar[str] = "train.local_gan"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.weights",)
+    runs_discriminator: ClassVar[bool] = True
     steps: int
     generator: Weights | None = None
     discriminator: Weights | None = None
@@ -255,6 +322,8 @@ class ExportDiscriminator(Message):
 
     kind: ClassVar[str] = "query.export_discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.weights",)
+    runs_discriminator: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -263,6 +332,8 @@ class ImportDiscriminator(Message):
 
     kind: ClassVar[str] = "train.import_discriminator"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     discriminator: Weights = field(default_factory=dict)
 
 
@@ -272,6 +343,8 @@ class SaveState(Message):
 
     kind: ClassVar[str] = "train.save_state"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     round: int
 
 
@@ -281,6 +354,8 @@ class LoadState(Message):
 
     kind: ClassVar[str] = "train.load_state"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.ack",)
+    runs_discriminator: ClassVar[bool] = False
     round: int
 
 
@@ -290,6 +365,35 @@ class Describe(Message):
 
     kind: ClassVar[str] = "query.describe"
     direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.description",)
+    runs_discriminator: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class ReleaseEmbedding(Message):
+    """dp-merf: release, once, the sum over the party's records of ``[a phi(x), b] (x) onehot(y)`` for the
+    random Fourier features these public numbers define (:mod:`distgan.privacy.random_features`).
+    A party under DP adds Gaussian noise once and answers every repeat of the same request with the
+    same reply, spending nothing more."""
+
+    kind: ClassVar[str] = "query.release_embedding"
+    direction: ClassVar[str] = "down"
+    replies: ClassVar[tuple[str, ...]] = ("reply.embedding",)
+    runs_discriminator: ClassVar[bool] = False
+    feature_seed: int
+    features: int
+    lengthscale: float
+    num_labels: int
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        if not (2 <= self.features <= MAX_RANDOM_FEATURES and self.features % 2 == 0):
+            raise ProtocolError(f"{sender}: {self.kind}.features={self.features} must be even, in [2, "
+                                f"{MAX_RANDOM_FEATURES}]")
+        if not 1 <= self.num_labels <= MAX_LABELS:
+            raise ProtocolError(f"{sender}: {self.kind}.num_labels={self.num_labels} outside [1, {MAX_LABELS}]")
+        if not self.lengthscale > 0 or self.feature_seed < 0:
+            raise ProtocolError(f"{sender}: {self.kind} lengthscale={self.lengthscale} and "
+                                f"feature_seed={self.feature_seed} must be positive")
 
 
 # -- replies (party -> coordinator) ---------------------------------------------------------------
@@ -299,6 +403,7 @@ class DiscriminatorStats(Message):
 
     kind: ClassVar[str] = "reply.stats"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "stats"
     d_loss: float = 0.0
     d_real: float = 0.0  # mean D(x) on real samples, a probability
     d_fake: float = 0.0  # mean D(G(z)), a probability
@@ -312,6 +417,7 @@ class Feedback(Message):
 
     kind: ClassVar[str] = "reply.feedback"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "feedback"
     stats: DiscriminatorStats
     logits: torch.Tensor  # [S', B]
     input_gradients: torch.Tensor  # [S', B, C, H, W]
@@ -333,6 +439,7 @@ class DeltaUpload(Message):
 
     kind: ClassVar[str] = "reply.deltas"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     indices: torch.Tensor  # int64 [k] into the flat D parameter vector
     values: torch.Tensor  # float32 [k]
@@ -351,6 +458,7 @@ class WeightsReply(Message):
 
     kind: ClassVar[str] = "reply.weights"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     generator: Weights | None = None
     discriminator: Weights | None = None
@@ -367,6 +475,7 @@ class GeneratorReply(Message):
 
     kind: ClassVar[str] = "reply.generator"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "weights"
     stats: DiscriminatorStats
     generator: Weights = field(default_factory=dict)
     optimizer: Weights = field(default_factory=dict)
@@ -390,6 +499,7 @@ class Description(Message):
 
     kind: ClassVar[str] = "reply.description"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "public"
     samples: int
     label_counts: torch.Tensor  # int64 [num_labels]; empty for unlabelled data
     image_shape: torch.Tensor | None = None  # int64 [3]: channels, height, width
@@ -402,23 +512,59 @@ class Description(Message):
 
 
 @dataclass(frozen=True)
+class EmbeddingRelease(Message):
+    """dp-merf: a party's summed label embedding ``[features + 1, num_labels]`` (under DP with its
+    Gaussian noise), for the request it answers; ``epsilon``: privacy the party has spent so far."""
+
+    kind: ClassVar[str] = "reply.embedding"
+    direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "embedding"
+    embedding: torch.Tensor
+    feature_seed: int
+    features: int
+    lengthscale: float
+    epsilon: float = 0.0
+
+    def check(self, sender: str, expect: Expectations) -> None:
+        _shape(sender, self.kind, "embedding", self.embedding, (self.features + 1, None))
+        if not 1 <= self.embedding.shape[1] <= MAX_LABELS:
+            raise ProtocolError(f"{sender}: {self.kind}.embedding has {self.embedding.shape[1]} label columns, "
+                                f"expected 1 to {MAX_LABELS}")
+
+    def answers(self, request: ReleaseEmbedding) -> bool:
+        """Whether this is the embedding that ``request`` asked for (the same public feature map)."""
+        return (self.feature_seed, self.features, self.lengthscale, self.embedding.shape[1]) == \
+            (request.feature_seed, request.features, request.lengthscale, request.num_labels)
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """A request done, nothing to report."""
 
     kind: ClassVar[str] = "reply.ack"
     direction: ClassVar[str] = "up"
+    reveals: ClassVar[str] = "public"
 
 
 REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
                                        ExportDiscriminator, ImportDiscriminator, SaveState, LoadState, Describe,
-                                       GenerateAndUpload, TrainGeneratorEpoch)
+                                       GenerateAndUpload, TrainGeneratorEpoch, ReleaseEmbedding)
 REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack,
-                                      GeneratorReply)
+                                      GeneratorReply, EmbeddingRelease)
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.kind: cls for cls in REQUESTS + REPLIES}
 IDENTIFIED_REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
                                                   GenerateAndUpload, TrainGeneratorEpoch)
 """Requests carrying a ``request_id``: those whose reply a private party computes from its data and secret
 randomness. A new request type of that kind declares the same field and joins this tuple."""
+
+
+def reply_types(request: type[Message]) -> tuple[type[Message], ...]:
+    """The reply classes a request class may get (its ``replies``, resolved)."""
+    try:
+        return tuple(MESSAGE_TYPES[kind] for kind in request.replies)
+    except KeyError as error:
+        raise TypeError(f"{request.__qualname__}.replies names {error.args[0]!r}, which is not a message kind "
+                        "in protocol.MESSAGE_TYPES") from None
 
 
 # -- transport-neutral encoding ----------------------------------------------------------------

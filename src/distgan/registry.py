@@ -13,8 +13,10 @@ class UnknownNameError(ValueError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, check: Callable[[T], None] | None = None) -> None:
         self.kind = kind
+        self._check = check
+        """Run on every entry as it registers: an entry that lacks what the registry needs fails there."""
         self._entries: dict[str, T] = {}
         self._summaries: dict[str, str] = {}
 
@@ -22,6 +24,8 @@ class Registry(Generic[T]):
         def decorate(entry: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if self._check is not None:
+                self._check(entry)
             self._entries[name] = entry
             self._summaries[name] = summary
             return entry

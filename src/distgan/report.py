@@ -57,6 +57,8 @@ class RunData:
     parties: dict[str, Any]
     samples: list[tuple[int, Path]] = field(default_factory=list)
     audit: dict[str, Any] | None = None
+    test_split: dict[str, Any] | None = None
+    """parties.json's statement of the test split (source, size, how chosen)."""
 
     @property
     def name(self) -> str:
@@ -86,7 +88,7 @@ def load_run(path: Path) -> RunData:
     except json.JSONDecodeError as error:
         raise ReportError(f"{path}: unreadable run file ({error})") from None
     return RunData(path, config, run_folder.read_stats(path), run_folder.read_metrics(path), parties,
-                   run_folder.sample_grids(path), audit)
+                   run_folder.sample_grids(path), audit, run_folder.read_test_split(path))
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -272,7 +274,15 @@ def summary_rows(run: RunData) -> dict[str, str]:
     return {"rounds": str(last.get("round", 0)),
             "training wall time": f"{last.get('elapsed_s', 0) / 60:.2f} min" if last else "–",
             "traffic (down + up)": f"{total_bytes / 1e6:.1f} MB",
-            "metrics at round": str(run.metrics[-1]["round"]) if run.metrics else "–"}
+            "metrics at round": str(run.metrics[-1]["round"]) if run.metrics else "–",
+            "test split (no party holds it)": describe_test_split(run.test_split)}
+
+
+def describe_test_split(statement: dict[str, Any] | None) -> str:
+    if not statement:
+        return "– (not recorded: a run from before test splits)"
+    size = statement.get("size")
+    return f"{_format(size) if size is not None else '?'} samples of {statement.get('source', '?')}: {statement.get('how', '?')}"
 
 
 def metrics_section(runs: list[RunData]) -> str:

@@ -4,7 +4,8 @@ Every module that reads or writes a run folder goes through here, so a name is s
 
     RUN_DIR/
       config.json          the run's Config (written first; what --resume and every reader load)
-      parties.json         per party: samples and label counts (public counts from Describe)
+      parties.json         per party: samples and label counts (public counts from Describe); "test": the
+                           run's test split (source, size, how chosen), which no party holds
       stats.jsonl          one JSON line per round (losses, bytes, seconds)
       metrics.jsonl        {"round", "elapsed_s", "metrics"} every output.eval_every rounds and at the end
       log.txt              the run's log
@@ -34,6 +35,8 @@ from distgan.config import Config
 
 CONFIG = "config.json"
 PARTIES = "parties.json"
+TEST_SPLIT = "test"
+"""The key of parties.json that states the test split (every other key is a party number)."""
 STATS = "stats.jsonl"
 METRICS = "metrics.jsonl"
 LOG = "log.txt"
@@ -130,14 +133,29 @@ def load_config(run_dir: Path) -> Config:
     return Config.load(path)
 
 
-def write_parties(run_dir: Path, parties: dict[int, dict[str, Any]]) -> None:
-    """``parties.json``: per party its public counts (``samples``, ``label_counts``)."""
-    atomic_write_text(run_dir / PARTIES, json.dumps({str(j): parties[j] for j in sorted(parties)}, indent=1))
+def write_parties(run_dir: Path, parties: dict[int, dict[str, Any]], test_split: dict[str, Any] | None = None) -> None:
+    """``parties.json``: per party its public counts (``samples``, ``label_counts``); under :data:`TEST_SPLIT`
+    the run's test split (source, size, how chosen: ``distgan.data.splits``), which no party holds."""
+    public: dict[str, Any] = {str(j): parties[j] for j in sorted(parties)}
+    if test_split is not None:
+        public[TEST_SPLIT] = test_split
+    atomic_write_text(run_dir / PARTIES, json.dumps(public, indent=1))
+
+
+def _read_parties_file(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / PARTIES
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def read_parties(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / PARTIES
-    return json.loads(path.read_text()) if path.exists() else {}
+    """Per party (keys "0", "1", ...) its public counts; the test split's statement is left out."""
+    return {key: value for key, value in _read_parties_file(run_dir).items() if key != TEST_SPLIT}
+
+
+def read_test_split(run_dir: Path) -> dict[str, Any] | None:
+    """parties.json's statement of the run's test split; None for a run from before test splits."""
+    statement = _read_parties_file(run_dir).get(TEST_SPLIT)
+    return statement if isinstance(statement, dict) else None
 
 
 # -- JSON lines: stats and metrics -----------------------------------------------------------------------

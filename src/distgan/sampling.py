@@ -12,6 +12,7 @@ from distgan import run_folder
 from distgan.checkpoint import unprefixed
 from distgan.config import Config
 from distgan.models import build_models
+from distgan.models.conditional import generated_labels, label_conditional
 
 SAMPLE_CHUNK = 500
 """Latents per forward pass when sampling (bounds memory; the images do not depend on it)."""
@@ -21,10 +22,13 @@ def load_generator(run_dir: Path, round_number: int | None = None) -> tuple[nn.M
     """The sampling generator of ``run_dir`` at ``round_number`` (default: the newest intact checkpoint)."""
     config = run_folder.load_config(run_dir)
     tensors, meta = run_folder.newest_intact(run_folder.checkpoint_dir(run_dir), round_number)
-    factory = build_models(config.model, tuple(meta["image_shape"]))  # type: ignore[arg-type]
-    generator = factory.generator()
     prefix = "sampler" if any(k.startswith("sampler/") for k in tensors) else "generator"
-    generator.load_state_dict(unprefixed(prefix, tensors))
+    weights = unprefixed(prefix, tensors)
+    image_shape = tuple(meta["image_shape"])
+    factory = build_models(config.model, image_shape) if "label_weights" not in weights else \
+        label_conditional(config.model, image_shape, len(weights["label_weights"]))  # type: ignore[arg-type]
+    generator = factory.generator()
+    generator.load_state_dict(weights)
     generator.eval()
     return generator, config, int(meta["round"])
 
@@ -55,3 +59,10 @@ def generate(generator: nn.Module, count: int, seed: int, latent_dim: int,
              device: torch.device | str | None = None) -> torch.Tensor:
     """``count`` images in [-1, 1] from seeded latents, in eval mode."""
     return images_from_latents(generator, seeded_latents(count, latent_dim, seed), device)
+
+
+def generate_labelled(generator: nn.Module, count: int, seed: int, latent_dim: int,
+                      device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`generate`'s images and, for a label-conditional G, the label each was made for (else None)."""
+    latents = seeded_latents(count, latent_dim, seed)
+    return images_from_latents(generator, latents, device), generated_labels(generator, latents)

@@ -13,7 +13,7 @@ import torch
 
 from distgan import protocol as p
 from distgan import run_folder
-from distgan.assembly import plan_data, resolve_device
+from distgan.assembly import plan_data, resolve_device, test_split_statement
 from distgan.checkpoint import CheckpointError
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook
@@ -21,6 +21,7 @@ from distgan.generator import GeneratorTrainer
 from distgan.health import CollapseDetector, stale_feedback_warning
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
+from distgan.models.conditional import label_conditional
 from distgan.plots import plot_losses
 from distgan.report import attach_report
 from distgan.run_folder import RunFolderError, checkpoint_stems, read_jsonl
@@ -114,6 +115,8 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
     image_shape = described_image_shape(descriptions)
     parties.expectations = run_expectations(config, image_shape)
     factory = build_models(config.model, image_shape)
+    if strategy_class.label_conditional:
+        factory = label_conditional(config.model, image_shape, described_label_count(descriptions))
     with torch.device("meta"):  # shapes only: no memory, no draw from any RNG
         parties.models = ModelReference.of(factory.generator(), factory.discriminator())
     parties.expectations = dataclasses.replace(
@@ -124,9 +127,11 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
         sizes[party] = description.samples
         labels = [i for i, c in enumerate(description.label_counts.tolist()) if c > 0]
         log.info("party %d: %d samples, labels %s", party, description.samples, labels or "unlabelled")
+    test_split = test_split_statement(config)
+    log.info("test split (no party holds it): %s", test_split)
     run_folder.write_parties(run_dir, {j: {"samples": sizes[j],
                                            "label_counts": descriptions[j].label_counts.tolist()}  # type: ignore
-                                       for j in sizes})
+                                       for j in sizes}, test_split)
     trainer = GeneratorTrainer(factory, config.train, config.runtime.seed, resolve_device(config.runtime.device))
     strategy = strategy_class(StrategyContext(config, trainer, factory, sizes))
     return Coordinator(config, run_dir, parties, strategy)
@@ -134,6 +139,11 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
 
 def run_expectations(config: Config, image_shape: tuple[int, int, int]) -> p.Expectations:
     return p.Expectations(image_shape, config.train.batch_size, config.train.local_steps * 4)
+
+
+def described_label_count(descriptions: dict[int, p.Message]) -> int:
+    """The number of labels of the parties' data source (1 when it is unlabelled)."""
+    return max([1] + [len(d.label_counts) for d in descriptions.values()])  # type: ignore[attr-defined]
 
 
 def described_image_shape(descriptions: dict[int, p.Message]) -> tuple[int, int, int]:

@@ -3,6 +3,7 @@
   local      SuperLink + N SuperNodes on loopback (TLS and node auth), train, stop them all
   simulate   Flower's simulation engine (Ray), here or on a Ray cluster
   keys       CA and SuperLink certificate (and SuperNode keys) for a federation across hosts
+  server-cert  a new SuperLink certificate for more host names, signed by the kept CA
   node-key   a data holder's own SuperNode key pair
   superlink  start the SuperLink (coordinator's host) with distgan's settings
   supernode  start one party's SuperNode (data holder's host) with its data folder
@@ -32,7 +33,7 @@ Examples:
   distgan flower local --parties 2 --party-data mnist:/data/a --party-data mnist:/data/b
   distgan flower simulate --parties 100 --split iid --ray-address auto
   distgan flower keys --out fed-keys --host 203.0.113.5 --nodes 3
-  distgan flower superlink --keys fed-keys --port 9092
+  distgan flower superlink --keys fed-keys --host 203.0.113.5 --port 9092 --database superlink.db
   distgan flower supernode --superlink 203.0.113.5:9092 --ca ca.crt --key supernode-0 \\
       --party 0 --parties 3 --data folder:/data/xrays
   distgan flower app --out app --run-dir runs/fed-1 --parties 3 --strategy avg-output
@@ -87,7 +88,9 @@ def _clientapp_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) 
     group.add_argument("--clientapp", choices=["resident", "per-message"], default="resident",
                        help="resident: one party process per run on each SuperNode keeps the party in memory "
                             "(flwr 1.42's task API; other Flower versions fall back, with a log line); "
-                            "per-message: Flower starts a ClientApp process for every message (default resident)")
+                            "per-message: Flower starts a ClientApp process for every message (default resident). "
+                            "With resident parties, DISTGAN_SUPERNODE_POLL=S in the environment shortens the "
+                            "SuperNode's hard-coded 3 s / 0.5 s waits to S (a run-time patch of flwr 1.42; README)")
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
@@ -273,7 +276,26 @@ def _keys(args: argparse.Namespace) -> int:
         key = make_node_key(args.out, f"supernode-{j}")
         print(f"party {j}: give {key.private_key} and {certificates.ca_certificate} to its data holder; "
               f"register {key.public_key} with  flwr supernode register")
-    print(f"SuperLink: {certificates.certificate} and {certificates.key} (keep the key on that host)")
+    print(f"SuperLink: {certificates.certificate} and {certificates.key} (keep the key on that host); the CA's key "
+          f"{certificates.ca_certificate.with_name('ca.key')} signs new host names later (distgan flower server-cert): "
+          "keep it safe, offline if you can")
+    return 0
+
+
+def _configure_server_cert(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keys", type=Path, required=True, metavar="DIR",
+                        help="folder made by distgan flower keys (holds ca.crt and ca.key)")
+    parser.add_argument("--host", action="append", required=True, metavar="HOST",
+                        help="every address the SuperNodes dial, old and new (IP or DNS name; repeatable)")
+
+
+@action("server-cert", "sign a new SuperLink certificate for more host names with the kept CA (SuperNodes "
+                       "keep their ca.crt)", _configure_server_cert)
+def _server_cert(args: argparse.Namespace) -> int:
+    from distgan.runtime.flower.tls import issue_server_certificate
+
+    files = issue_server_certificate(args.keys, args.host)
+    print(f"wrote {files.certificate} and {files.key} for {', '.join(args.host)}; restart the SuperLink with them")
     return 0
 
 
@@ -297,8 +319,13 @@ def _node_key(args: argparse.Namespace) -> int:
 def _configure_superlink(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keys", type=Path, metavar="DIR", help="folder made by distgan flower keys (TLS + node auth)")
     parser.add_argument("--insecure", action="store_true", help="plain HTTP, no node auth (testing only)")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--host", required=True,
+                        help="address to listen on: the coordinator's address the SuperNodes dial, as the "
+                             "certificate names it (0.0.0.0 listens on every interface: say so on purpose)")
     parser.add_argument("--port", type=positive_int, default=9092, help="port of all SuperLink APIs (default 9092)")
+    parser.add_argument("--database", type=Path, metavar="FILE",
+                        help="keep the SuperLink's state, node registrations included, in this SQLite file across "
+                             "restarts (default: in memory; a restarted SuperLink then needs every key registered again)")
     parser.add_argument("--log-file", type=Path, help="SuperLink log file")
 
 
@@ -315,6 +342,8 @@ def _superlink(args: argparse.Namespace) -> int:
         command.append("--insecure")
     else:
         raise CommandError("give --keys DIR (TLS and node authentication) or, for a test, --insecure")
+    if args.database is not None:
+        command += ["--database", str(args.database.resolve())]
     if args.log_file is not None:
         command += ["--log-file", str(args.log_file)]
     return _exec(command)

@@ -23,18 +23,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from distgan.checkpoint import atomic_write_bytes
     from distgan.images import to_uint8
-    from distgan.sampling import generate, load_generator
+    from distgan.sampling import generate_labelled, load_generator
 
     if args.out.suffix != ".npz":
         raise CommandError(f"--out {args.out}: must end in .npz")
     generator, config, round_number = load_generator(args.run_dir, args.round)
-    images = to_uint8(generate(generator, args.n, args.seed, config.model.latent_dim)).numpy()
+    generated, labels = generate_labelled(generator, args.n, args.seed, config.model.latent_dim)
+    images = to_uint8(generated).numpy()
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, images=images)
+    if labels is None:
+        np.savez_compressed(buffer, images=images)
+    else:
+        np.savez_compressed(buffer, images=images, labels=labels.numpy())
     atomic_write_bytes(args.out, buffer.getvalue())
-    print(f"wrote {args.out}: images uint8 {list(images.shape)} from round {round_number}")
+    print(f"wrote {args.out}: images uint8 {list(images.shape)}"
+          + ("" if labels is None else f" and labels int64 [{len(labels)}]") + f" from round {round_number}")
     return 0
 
 
 COMMANDS.register("sample", "write N generated images (uint8 [N, C, H, W]) to an .npz file")(Command(
-    configure, run, "Draw images from a run's generator (newest checkpoint) into FILE.npz, key 'images'."))
+    configure, run, "Draw images from a run's generator (newest checkpoint) into FILE.npz, key 'images' (and "
+    "'labels', the label each image was generated for, when the run's G is label-conditional: strategy dp-merf)."))

@@ -164,6 +164,8 @@ def _dry_run(config: Config) -> int:
     print(f"data: {plan.data.name}, images {plan.data.shape}", file=sys.stderr)
     for line in plan.shares.describe(plan.data):
         print(line, file=sys.stderr)
+    if plan.test_split is not None:
+        print(f"test split (no party holds it): {plan.test_split.size} samples, {plan.test_split.how}", file=sys.stderr)
     print("dry run: config, data, split and models are valid; nothing written", file=sys.stderr)
     return 0
 

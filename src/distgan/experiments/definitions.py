@@ -70,20 +70,10 @@ class Budget:
 
 
 def generator_steps_per_round(config: Config) -> int:
-    """G optimizer steps one round takes: round-robin steps once per party, every other strategy once
-    per round (fedgan and local-only: each party's local G, averaged or not), ``local_steps`` each.
-    Round-robin with ``strategy.switch=epoch``: one epoch of every party, ceil(n_j / batch) steps each
-    (the shares come from planning the run's data split)."""
-    if config.strategy.name == "round-robin" and config.strategy.switch == "epoch":
-        from distgan.assembly import plan_data
+    """G optimizer steps one round takes, as the strategy class states it."""
+    from distgan.strategies import STRATEGIES
 
-        sizes = [len(index) for index in plan_data(config).shares.indices]
-        return sum(math.ceil(size / config.train.batch_size) for size in sizes)
-    parties = 1 if config.strategy.name == "centralized" else config.data.parties
-    per_round = parties if config.strategy.name == "round-robin" else 1
-    if config.strategy.name == "round-robin" and config.train.parties_per_round is not None:
-        per_round = config.train.parties_per_round
-    return per_round * config.train.local_steps
+    return STRATEGIES.get(config.strategy.name).generator_steps_per_round(config)
 
 
 # -- experiments ----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Evaluation against public references only: the MNIST evaluator, classifier-FID, label coverage,
 TSTR, offline Inception FID; a registry (``METRICS``) and the hooks that run them during training."""
 
-from distgan.metrics import digits, inception  # noqa: F401  (register the metrics)
+from distgan.metrics import digits, inception, manifold, sharp  # noqa: F401  (register the metrics)
 from distgan.metrics.base import (
     METRICS,
     EvalContext,

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from distgan.registry import Registry
+from distgan.run_folder import TEST_SPLIT
 
 log = logging.getLogger("distgan")
 
@@ -47,6 +48,7 @@ class PartyLabels:
     def load(cls, path: Path) -> PartyLabels:
         try:
             raw = json.loads(path.read_text())
+            raw.pop(TEST_SPLIT, None)  # the test split's statement, not a party
             samples = {int(k): int(v["samples"]) for k, v in raw.items()}
             counts = {int(k): [int(c) for c in v["label_counts"]] for k, v in raw.items()}
         except FileNotFoundError:
@@ -89,11 +91,14 @@ class EvalSettings:
 
 
 class EvalContext:
-    """Everything metrics see. ``sample(n, seed)`` returns n images in [-1, 1], deterministic per seed."""
+    """Everything metrics see. ``sample(n, seed)`` returns n images in [-1, 1], deterministic per seed;
+    ``labels(n, seed)`` the label each was generated for (label-conditional G) or None."""
 
     def __init__(self, sample: Callable[[int, int], torch.Tensor], image_shape: tuple[int, int, int],
-                 parties: PartyLabels | None, settings: EvalSettings | None = None) -> None:
+                 parties: PartyLabels | None, settings: EvalSettings | None = None,
+                 labels: Callable[[int, int], torch.Tensor | None] | None = None) -> None:
         self._sample = sample
+        self._labels = labels
         self.image_shape = image_shape
         self._parties = parties
         self.settings = settings or EvalSettings()
@@ -105,6 +110,11 @@ class EvalContext:
         if self._parties is None:
             raise MetricUnavailable("no parties.json for this run: the parties' label counts are unknown")
         return self._parties
+
+    @cached_property
+    def generated_labels(self) -> torch.Tensor | None:
+        """The label each generated image was made for (a label-conditional G), else None."""
+        return None if self._labels is None else self._labels(self.settings.generated, self.settings.seed)
 
     @cached_property
     def generated(self) -> torch.Tensor:

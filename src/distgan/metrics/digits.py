@@ -4,7 +4,8 @@
 - ``coverage``: which digits are generated with confidence, the histogram, KL to the parties' union.
 - ``party-coverage``: for each party, which of *its* labels show up ("did my data count?").
 - ``cis``: Inception-Score-style ``exp E_x KL(p(y|x) || p(y))`` with the evaluator (1 to 10).
-- ``tstr``: train a fresh classifier on evaluator-labelled samples, test on held-out real digits.
+- ``tstr``: train a fresh classifier on labelled samples (the generated labels of a label-conditional G,
+  else the evaluator's), test on held-out real digits.
 """
 
 from __future__ import annotations
@@ -158,8 +159,12 @@ def real_baseline(count: int) -> float:
 
 
 def tstr(context: EvalContext) -> MetricValues:
+    """A label-conditional G's samples train with the labels they were generated for; others with the
+    evaluator's predictions (which favour samples the evaluator already recognises)."""
     images = context.generated
-    labels = generated_outputs(context).probabilities.argmax(1)
+    labels = context.generated_labels
+    if labels is None:
+        labels = generated_outputs(context).probabilities.argmax(1)
     return {"tstr/accuracy": held_out_accuracy(train_classifier(images, labels)),
             "tstr/real_baseline": real_baseline(len(images)),
             "tstr/train_samples": len(images), "tstr/test_samples": len(digit_split().held_out)}

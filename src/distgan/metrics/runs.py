@@ -27,7 +27,8 @@ from distgan.metrics.base import (
     compute_metrics,
     default_metrics,
 )
-from distgan.sampling import generate, load_generator
+from distgan.models.conditional import generated_labels
+from distgan.sampling import generate, load_generator, seeded_latents
 
 if TYPE_CHECKING:
     from distgan.config import Config
@@ -117,7 +118,10 @@ class RunMetrics:
         def sample(count: int, seed: int) -> torch.Tensor:
             return generate(coordinator.strategy.sampling_generator(), count, seed, latent_dim, device)
 
-        return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings)
+        def labels(count: int, seed: int) -> torch.Tensor | None:
+            return generated_labels(coordinator.strategy.sampling_generator(), seeded_latents(count, latent_dim, seed))
+
+        return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings, labels)
 
     def measure(self, names: list[str]) -> MetricValues:
         started = time.perf_counter()
@@ -171,5 +175,8 @@ def evaluate_run(run_dir: Path, round_number: int | None = None, names: list[str
     def sample(count: int, seed: int) -> torch.Tensor:  # the latents of training-time metrics
         return generate(generator, count, seed, config.model.latent_dim, settings.device)
 
-    context = EvalContext(sample, image_shape, parties_of(run_dir), settings)  # type: ignore[arg-type]
+    def labels(count: int, seed: int) -> torch.Tensor | None:
+        return generated_labels(generator, seeded_latents(count, config.model.latent_dim, seed))
+
+    context = EvalContext(sample, image_shape, parties_of(run_dir), settings, labels)  # type: ignore[arg-type]
     return found_round, compute_metrics(context, chosen)

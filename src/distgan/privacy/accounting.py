@@ -30,6 +30,9 @@ from opacus.accountants.utils import get_noise_multiplier
 
 from distgan.config import Config
 
+RELEASE_ONCE_MECHANISMS = frozenset({"mean-embedding"})
+"""Mechanisms a party invokes once per run, whatever the number of rounds (dp-merf's embedding)."""
+
 
 class PrivacyBudgetExhausted(RuntimeError):
     """A party refused a request because answering it would spend more than its epsilon budget."""
@@ -81,6 +84,8 @@ class PrivacyPlan:
 def mechanism_steps_per_round(config: Config, mechanism: str, samples: int | None = None) -> int:
     """Mechanism invocations of one party in one round: D steps (dp-sgd), or feedback batches.
     ``samples``: the party's record count, which sets a visit's steps with ``strategy.switch=epoch``."""
+    if mechanism in RELEASE_ONCE_MECHANISMS:
+        return 1  # in the one round that releases
     d_steps = config.train.d_steps if mechanism == "dp-sgd" else 1
     if samples is None:
         if config.strategy.switch == "epoch":
@@ -91,6 +96,8 @@ def mechanism_steps_per_round(config: Config, mechanism: str, samples: int | Non
 
 def planned_mechanism_steps(config: Config, mechanism: str, samples: int | None = None) -> int:
     """Mechanism invocations one party makes in a full run."""
+    if mechanism in RELEASE_ONCE_MECHANISMS:
+        return 1
     return config.train.rounds * mechanism_steps_per_round(config, mechanism, samples)
 
 
@@ -111,6 +118,8 @@ def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
     delta = privacy.delta if privacy.delta is not None else default_delta(samples)
     if mechanism == "dp-sgd":
         sample_rate, per_step = min(1.0, batch / samples), 1
+    elif mechanism in RELEASE_ONCE_MECHANISMS:
+        sample_rate, per_step = 1.0, 1  # one Gaussian release of the whole data set: no subsampling
     elif mechanism == "gradient-sanitizer":
         # Every record may have shaped D, so no subsampling amplifies a query; each of the B
         # released per-sample gradients is one Gaussian release (GS-WGAN's analysis with one D).

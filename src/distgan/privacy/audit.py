@@ -2,11 +2,10 @@
 
 The audit is the data holders' own tool: it runs where the data is, reads every party's share
 (rebuilt from the run's config with :func:`distgan.assembly.plan_data`) and compares it with
-*non-members*, real samples from the same source that no party trained on. Non-members are the
-samples of the source outside every share: with ``data.limit = N`` the rest of the source after
-the run's seeded shuffle, or whatever a split leaves out. (The public MNIST reference of
-:mod:`distgan.metrics.reference` is a subset of the same 5,000 digits, so it is a non-member set
-only for the digits the run did not use; the audit takes exactly those.) For a labelled source,
+*non-members*, real samples from the same source that no party trained on: the run's test split
+(:mod:`distgan.data.splits`; every labelled source has one by default, so every run, DP or not, can
+be audited), plus any train sample outside every share (with ``data.limit = N``, the rest of the
+train part after the run's seeded shuffle, or whatever a split leaves out). For a labelled source,
 party j's non-members are those with party j's labels, so both sets follow the same distribution.
 
 Per party, on equal-sized subsets of members and non-members (so nearest-neighbour distances
@@ -75,25 +74,32 @@ class NonMembers:
 
 
 def non_members(config: Config, plan: DataPlan) -> NonMembers:
-    """Samples of the run's source in no party's share (see the module docstring)."""
+    """The run's test split and the train samples in no party's share (see the module docstring)."""
     full_config = dataclasses.replace(config, data=dataclasses.replace(config.data, limit=None))
     full = plan_data(full_config).data  # the same seeded shuffle; the run used its first ``limit``
     used = torch.zeros(len(full), dtype=torch.bool)
     for index in plan.shares.indices:
         used[index] = True  # indices into plan.data, which is the prefix of ``full``
     unused = (~used).nonzero().squeeze(1)
-    if len(unused) == 0:
-        raise AuditError(f"every sample of data source {config.data.source!r} is in some party's share, so no real "
-                         "non-member is left to compare with; train with --set data.limit=N (the rest of the "
-                         "source becomes the audit's held-out set)")
-    pool = full.subset(unused, name="held-out")
+    test = plan.test if plan.test is not None else full.subset(unused[:0])
+    if len(unused) == 0 and len(test) == 0:
+        raise AuditError(f"every sample of data source {config.data.source!r} is in some party's share and it has no "
+                         "test split, so no real non-member is left to compare with; train with --set data.test=N "
+                         "(held out from every party) or --set data.limit=N (the rest of the source is held out)")
+    pool = LabelledImages(torch.cat([test.images, full.images[unused]]), torch.cat([test.labels, full.labels[unused]]),
+                          "held-out")
     # A byte-identical copy of a member is no non-member (sources can hold duplicates).
     member_keys = {bytes(row) for row in plan.data.images.flatten(1).numpy()}
-    keep = torch.tensor([bytes(row) not in member_keys for row in pool.images.flatten(1).numpy()])
-    limited = config.data.limit is not None
-    what = (f"the {len(full) - len(plan.data)} samples after data.limit={config.data.limit}" if limited
-            else "samples left out by the split")
-    return NonMembers(pool.subset(keep.nonzero().squeeze(1), name="held-out"), f"{config.data.source}: {what}")
+    keep = torch.tensor([bytes(row) not in member_keys for row in pool.images.flatten(1).numpy()], dtype=torch.bool)
+    parts = []
+    if len(test):
+        parts.append(f"the test split ({len(test)} samples)")
+    if config.data.limit is not None:
+        parts.append(f"the {len(full) - len(plan.data)} samples after data.limit={config.data.limit}")
+    elif len(unused):
+        parts.append(f"{len(unused)} samples left out by the split")
+    return NonMembers(pool.subset(keep.nonzero().squeeze(1), name="held-out"),
+                      f"{config.data.source}: {' and '.join(parts)}")
 
 
 def _subsample(images: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:

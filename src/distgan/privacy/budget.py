@@ -82,12 +82,18 @@ class BudgetMonitor:
 
     def _replayed(self, coordinator: Coordinator, party: str, rounds: int) -> float | None:
         """Epsilon of ``rounds`` rounds of ``party`` by its plan (None without a plan)."""
-        from distgan.privacy.accounting import PrivacyLedger, mechanism_steps_per_round
+        from distgan.privacy.accounting import (
+            RELEASE_ONCE_MECHANISMS,
+            PrivacyLedger,
+            mechanism_steps_per_round,
+        )
 
         plan = self._plans.get(party)
         if plan is None:
             return None
         samples = coordinator.strategy.context.party_sizes.get(int(party))
+        if plan.mechanism in RELEASE_ONCE_MECHANISMS:
+            rounds = min(rounds, 1)  # released once: later rounds spend nothing
         steps = rounds * mechanism_steps_per_round(coordinator.config, plan.mechanism, samples)
         return PrivacyLedger(plan).epsilon_after(steps) if steps else 0.0
 

@@ -75,10 +75,6 @@ log = logging.getLogger("distgan")
 COUNTS_REQUEST = "describe"
 """The journal id of a party's one release of its noisy counts (kept for every later run of the dataset)."""
 
-FEEDBACK_ONLY_STRATEGIES = frozenset({"avg-output", "round-robin", "centralized"})
-"""Strategies whose parties release nothing computed from D but feedback on generated images
-(md-gan also swaps D weights, so it is not one)."""
-
 
 class PrivacyViolation(p.ProtocolError):
     """A party under DP was asked to release something its mechanism does not cover."""
@@ -199,21 +195,26 @@ class PartyPrivacy(ABC):
 
     # -- the release filter: every reply of the party passes here ------------------------------------
     def release(self, reply: p.Message) -> p.Message:
-        """What may leave the party: unknown reply types are refused, never passed through."""
-        if isinstance(reply, p.Ack):
-            return reply  # nothing
+        """What may leave the party, by what the reply states it reveals (``protocol.REVEALS``);
+        anything else is refused, never passed through. A ``Description`` leaves with the noisy counts
+        the party published (:func:`published_counts`), never its exact ones."""
+        reveals = getattr(type(reply), "reveals", None) if reply.direction == "up" else None
         if isinstance(reply, p.Description):
             if self.description is None:
                 raise PrivacyViolation(f"{self.owner}: its exact counts are withheld under differential privacy, "
                                        "and it has published no noisy ones")
             return dataclasses.replace(reply, samples=self.description.samples,
                                        label_counts=self.description.label_counts.clone())
-        if isinstance(reply, p.DiscriminatorStats):
-            return self._stats(reply)
-        if isinstance(reply, p.Feedback):
-            return self._feedback(reply)
-        if isinstance(reply, (p.DeltaUpload, p.WeightsReply, p.GeneratorReply)):
-            return self._weights(reply)
+        if reveals == "public":
+            return reply  # nothing about the data
+        if reveals == "stats":
+            return self._stats(reply)  # type: ignore[arg-type]
+        if reveals == "feedback":
+            return self._feedback(reply)  # type: ignore[arg-type]
+        if reveals == "weights":
+            return self._weights(reply)  # type: ignore[arg-type]
+        if reveals == "embedding":
+            return self._embedding(reply)  # type: ignore[arg-type]
         raise PrivacyViolation(f"{self.owner}: {reply.kind} is not a reply the {self.name} mechanism covers; "
                                "it is withheld under differential privacy")
 
@@ -227,6 +228,14 @@ class PartyPrivacy(ABC):
 
     @abstractmethod
     def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message: ...
+
+    def _embedding(self, reply: p.EmbeddingRelease) -> p.Message:
+        raise PrivacyViolation(f"{self.owner}: the {self.name} mechanism does not cover {reply.kind}, an exact "
+                               "statistic of the party's data; use strategy dp-merf with privacy.mechanism=auto")
+
+    def cached_release(self, request: p.ReleaseEmbedding) -> p.EmbeddingRelease | None:
+        """The reply already released for this request, if any (only release-once mechanisms keep one)."""
+        return None
 
     # -- checkpoints (the party's own storage) ------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -417,15 +426,105 @@ class GradientSanitizer(PartyPrivacy):
                                f"weights ({reply.kind}) must not leave the party; use privacy.mechanism=dp-sgd")
 
 
+@MECHANISMS.register("mean-embedding", "dp-merf: one Gaussian release of the party's label-conditional "
+                                       "random-feature embedding, cached; nothing else leaves the party")
+class MeanEmbeddingRelease(PartyPrivacy):
+    """The Gaussian mechanism, once: ``E + N(0, (sigma * Delta)^2 I)`` for the party's summed embedding E
+    (:mod:`distgan.privacy.random_features`; Delta = 1 under add/remove-one: every record adds one
+    unit-norm vector). The release is cached and kept in the party's state (checkpoints, Flower's node
+    state), so a repeated request gets the identical reply and the ledger does not move; a request
+    for a different feature map is a new release, checked against the budget like any other. Every
+    other reply of the party is refused: its D is never trained, and nothing else may leave."""
+
+    name = "mean-embedding"
+    private_discriminator = False
+    relation = "add-remove"
+    """The neighbouring relation the noise is calibrated for (the embedding carries its own noisy
+    label counts, so nothing exact about the data set's size is released with it)."""
+
+    def __init__(self, plan: PrivacyPlan, party_id: int, secret_seed: int | None = None, **engine: Any) -> None:
+        super().__init__(plan, party_id, secret_seed, **engine)
+        self._releases: dict[str, p.EmbeddingRelease] = {}
+
+    @staticmethod
+    def _key(feature_seed: int, features: int, lengthscale: float, num_labels: int) -> str:
+        return f"{feature_seed}:{features}:{lengthscale!r}:{num_labels}"
+
+    def _key_of(self, message: p.ReleaseEmbedding | p.EmbeddingRelease) -> str:
+        labels = message.num_labels if isinstance(message, p.ReleaseEmbedding) else int(message.embedding.shape[1])
+        return self._key(message.feature_seed, message.features, message.lengthscale, labels)
+
+    def cached_release(self, request: p.ReleaseEmbedding) -> p.EmbeddingRelease | None:
+        return self._releases.get(self._key_of(request))
+
+    def _embedding(self, reply: p.EmbeddingRelease) -> p.Message:
+        key = self._key_of(reply)
+        cached = self._releases.get(key)
+        if cached is not None:
+            return cached  # a repeat: the same noisy numbers, no new spending
+        self.ledger.check(1)
+        from distgan.privacy.random_features import sensitivity
+
+        scale = self.plan.noise_multiplier * sensitivity(self.relation)
+        exact = reply.embedding.double()
+        noise = torch.normal(0.0, scale, exact.shape, generator=self._noise_rng, dtype=torch.float64,
+                             device=self._noise_rng.device).cpu()
+        self.ledger.spend(1)
+        release = dataclasses.replace(reply, embedding=(exact + noise).float(), epsilon=self.ledger.epsilon)
+        self._releases[key] = release
+        return release
+
+    def _feedback(self, reply: p.Feedback) -> p.Feedback:
+        raise PrivacyViolation(f"{self.owner}: the mean-embedding mechanism releases one noisy embedding and "
+                               f"nothing else; {reply.kind} is withheld")
+
+    def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
+        raise PrivacyViolation(f"{self.owner}: the mean-embedding mechanism releases one noisy embedding and "
+                               f"nothing else; {reply.kind} is withheld")
+
+    def _stats(self, stats: p.DiscriminatorStats) -> p.DiscriminatorStats:
+        raise PrivacyViolation(f"{self.owner}: the mean-embedding mechanism releases one noisy embedding and "
+                               f"nothing else; {stats.kind} is withheld")
+
+    # -- the cache is part of the party's state: a restarted party answers from it ----------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = super().state()
+        keys = sorted(self._releases)
+        for index, key in enumerate(keys):
+            tensors[f"release-{index}"] = self._releases[key].embedding
+        meta["releases"] = [{"key": key, "epsilon": self._releases[key].epsilon} for key in keys]
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        super().load_state(tensors, meta)
+        for index, entry in enumerate(meta.get("releases", [])):
+            key = str(entry["key"])
+            if key in self._releases:
+                continue  # a load never replaces (or forgets) what was already released
+            seed, features, lengthscale, _ = key.split(":")
+            self._releases[key] = p.EmbeddingRelease(tensors[f"release-{index}"].float(), int(seed), int(features),
+                                                     float(lengthscale), float(entry["epsilon"]))
+
+
 def resolve_mechanism(config: Config) -> str:
-    """``auto`` -> dp-sgd; the sanitizer only where a party releases nothing from D but feedback."""
+    """``auto`` -> dp-sgd, or mean-embedding for a strategy whose parties release an embedding once
+    (dp-merf); the sanitizer only where a party releases nothing from D but feedback (the strategy class
+    says so: :meth:`Strategy.feedback_only`)."""
+    from distgan.strategies import STRATEGIES
+
     mechanism = config.privacy.mechanism
+    release_once = STRATEGIES.get(config.strategy.name).releases_once(config)
     if mechanism == "auto":
-        return "dp-sgd"
-    if mechanism == "gradient-sanitizer" and (config.strategy.name not in FEEDBACK_ONLY_STRATEGIES
-                                              or config.strategy.switch == "epoch"):
+        return "mean-embedding" if release_once else "dp-sgd"
+    if release_once != (mechanism == "mean-embedding"):
+        raise ValueError(f"privacy.mechanism={mechanism!r} does not cover strategy {config.strategy.name!r}: "
+                         "mean-embedding is the mechanism of the strategies whose parties release an embedding "
+                         "once (dp-merf), and of nothing else. Use privacy.mechanism=auto")
+    if mechanism == "gradient-sanitizer" and not STRATEGIES.get(config.strategy.name).feedback_only(config):
+        suited = [name for name in STRATEGIES.names() if STRATEGIES.get(name).feedback_only()]
         raise ValueError(f"privacy.mechanism='gradient-sanitizer' does not cover strategy {config.strategy.name!r}, "
-                         f"whose parties send weights (D's, or with strategy.switch=epoch G's, trained against D); it suits {', '.join(sorted(FEEDBACK_ONLY_STRATEGIES))}. "
+                         f"whose parties send weights (D's, or G's trained against D); it suits {', '.join(suited)} "
+                         "(per batch). "
                          "Use privacy.mechanism=dp-sgd (or auto)")
     return mechanism
 

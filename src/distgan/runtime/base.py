@@ -38,16 +38,6 @@ class PartyLostError(PartyFailedError):
     """The party's process or connection is gone (it did not answer badly: it did not answer)."""
 
 
-# The replies each request may get; anything else is a protocol violation of the party.
-REPLY_TYPES: dict[type[p.Message], tuple[type[p.Message], ...]] = {
-    p.TrainDiscriminator: (p.Feedback, p.DiscriminatorStats), p.QueryFeedback: (p.Feedback,),
-    p.TrainAndUpload: (p.DeltaUpload,), p.TrainLocalGAN: (p.WeightsReply,),
-    p.ExportDiscriminator: (p.WeightsReply,), p.ImportDiscriminator: (p.Ack,), p.SaveState: (p.Ack,),
-    p.LoadState: (p.Ack,), p.Describe: (p.Description,),
-    p.GenerateAndUpload: (p.DeltaUpload,), p.TrainGeneratorEpoch: (p.GeneratorReply,),
-}
-
-
 @dataclass(frozen=True)
 class ModelReference:
     """Names, shapes and dtypes of the run's G and D, against which weight-carrying replies are checked."""
@@ -82,8 +72,8 @@ class ModelReference:
 
 def check_reply(sender: str, request: p.Message, reply: p.Message, models: ModelReference | None) -> None:
     """What :meth:`Message.validate` cannot see alone: the reply fits this request and these models."""
-    allowed = REPLY_TYPES.get(type(request))
-    if allowed is not None and not isinstance(reply, allowed):
+    allowed = p.reply_types(type(request))  # what the request class states it may get
+    if not isinstance(reply, allowed):
         raise p.ProtocolError(f"{sender}: replied {reply.kind} to {request.kind}, expected "
                               + " or ".join(kind.kind for kind in allowed))
     if isinstance(request, (p.TrainDiscriminator, p.QueryFeedback)):
@@ -94,6 +84,11 @@ def check_reply(sender: str, request: p.Message, reply: p.Message, models: Model
             raise p.ProtocolError(f"{sender}: {reply.kind}.input_gradients has shape "
                                   f"{tuple(reply.input_gradients.shape)}, but {tuple(request.fakes.shape)} "
                                   "images were sent")
+    if isinstance(request, p.ReleaseEmbedding) and isinstance(reply, p.EmbeddingRelease) \
+            and not reply.answers(request):
+        raise p.ProtocolError(f"{sender}: {reply.kind} is not the embedding {request.kind} asked for "
+                              f"({reply.features} features, lengthscale {reply.lengthscale}, seed "
+                              f"{reply.feature_seed}, {reply.embedding.shape[1]} labels)")
     if models is None:
         return
     if isinstance(reply, p.DeltaUpload) and len(reply.indices):

@@ -3,6 +3,7 @@
 # Importing each strategy module registers it in STRATEGIES.
 from distgan.strategies import (  # noqa: F401
     avg_output,
+    dp_merf,
     fedgan,
     local_only,
     md_gan,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar, cast
 
 from distgan import protocol as p
+from distgan.config import Config
 from distgan.losses import GeneratorLoss, generator_loss
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
@@ -19,8 +20,16 @@ from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 @STRATEGIES.register("avg-output", "Alg. 2: G trains on the (weighted) mean of all parties' D outputs")
 class AverageOutput(Strategy):
     name = "avg-output"
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainDiscriminator,)
     combine: ClassVar[GeneratorLoss] = staticmethod(generator_loss)  # type: ignore[assignment]
     """How the parties' logits make G's loss: here the paper's mean of probabilities."""
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        return config.train.local_steps  # one G step per feedback batch, on all parties' feedback at once
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         batches = self.trainer.fakes(self.local_steps)

@@ -6,6 +6,7 @@ SuperNodes; it only builds requests from :mod:`distgan.protocol` and reads repli
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -41,9 +42,68 @@ class StrategyContext:
 
 
 class Strategy(ABC):
+    """A strategy class states its facts in its own body (``check_facts`` refuses to register one that
+    does not), and everything else asks the class instead of keeping a table of strategy names:
+
+    * :meth:`sends`: the request classes its rounds send under a config (``Describe``, ``SaveState`` and
+      ``LoadState`` are the platform's); from them and their replies' facts (``protocol.Message``):
+      what its parties reveal (:meth:`feedback_only`), whether G learns from per-step feedback
+      (:meth:`learns_from_feedback`), whether its messages carry generated images (:meth:`sends_fakes`);
+    * :meth:`generator_steps_per_round`: G optimizer steps one round takes (experiment budgets).
+
+    The derived facts take the run's config (``None``: the strategy's defaults).
+    """
+
     name: ClassVar[str]
     pooled_data: ClassVar[bool] = False
     """True for the centralized baseline: the runtime builds one party holding all shares."""
+    label_conditional: ClassVar[bool] = False
+    """True when the strategy trains a label-conditional G (:mod:`distgan.models.conditional`)."""
+
+    @classmethod
+    @abstractmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        """The requests a round of this strategy sends to parties under ``config``."""
+
+    @classmethod
+    @abstractmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        """G optimizer steps one round of this strategy takes under ``config``."""
+
+    @classmethod
+    def _config(cls, config: Config | None) -> Config:
+        if config is not None:
+            return config
+        default = Config()
+        default.strategy.name = cls.name
+        return default
+
+    @classmethod
+    def replies(cls, config: Config | None = None) -> tuple[type[p.Message], ...]:
+        """Every reply class its requests may get."""
+        requests = cls.sends(cls._config(config))
+        return tuple({reply: None for request in requests for reply in p.reply_types(request)})
+
+    @classmethod
+    def feedback_only(cls, config: Config | None = None) -> bool:
+        """Parties reveal only statistics and feedback on generated images, never weights."""
+        return all(reply.reveals != "weights" for reply in cls.replies(config))
+
+    @classmethod
+    def releases_once(cls, config: Config | None = None) -> bool:
+        """Parties release a statistic of their data itself, once (dp-merf's embedding)."""
+        return any(reply.reveals == "embedding" for reply in cls.replies(config))
+
+    @classmethod
+    def learns_from_feedback(cls, config: Config | None = None) -> bool:
+        """G steps on the parties' per-step feedback (``local_steps > 1`` makes it stale)."""
+        return any(reply is p.Feedback for reply in cls.replies(config))
+
+    @classmethod
+    def sends_fakes(cls, config: Config | None = None) -> bool:
+        """Its requests carry generated images, a batch per D step (message size grows with the steps)."""
+        return any("fakes" in {f.name for f in dataclasses.fields(request)}  # type: ignore[arg-type]
+                   for request in cls.sends(cls._config(config)))
 
     def __init__(self, context: StrategyContext) -> None:
         self.context = context
@@ -78,7 +138,21 @@ class Strategy(ABC):
         """Restore what :meth:`state_tensors` saved."""
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+def check_facts(strategy: type[Strategy]) -> None:
+    """A registered strategy states ``name``, ``sends`` and ``generator_steps_per_round`` in its own
+    body (inheriting them silently is how a subclass gets a parent's wrong budget)."""
+    own = vars(strategy)
+    missing = [fact for fact in ("name", "sends", "generator_steps_per_round") if fact not in own]
+    if missing:
+        raise TypeError(f"strategy class {strategy.__qualname__} must state {', '.join(missing)} in its own body; "
+                        "see distgan.strategies.base.Strategy")
+    for request in strategy.sends(strategy._config(None)):
+        if getattr(request, "direction", None) != "down":
+            raise TypeError(f"{strategy.__qualname__}.sends: {request!r} is not a request class of distgan.protocol")
+        p.reply_types(request)
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", check=check_facts)
 
 
 def only(replies: dict[int, p.Message], kind: type[p.Message]) -> dict[int, p.Message]:

@@ -17,6 +17,7 @@ import torch
 
 from distgan import protocol as p
 from distgan.checkpoint import prefixed, unprefixed
+from distgan.config import Config
 from distgan.party import build_discriminator, cpu_state_dict
 from distgan.runtime.base import Parties
 from distgan.strategies.averaging import average_states
@@ -26,6 +27,14 @@ from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyC
 @STRATEGIES.register("fedgan", "baseline (Rasouli et al. 2020): parties train G and D locally; both averaged")
 class FedGAN(Strategy):
     name = "fedgan"
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainLocalGAN,)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        return config.train.local_steps  # each party's local G, in parallel; then averaged
 
     def __init__(self, context: StrategyContext) -> None:
         super().__init__(context)

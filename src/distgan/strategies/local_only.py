@@ -17,6 +17,7 @@ from typing import cast
 from torch import nn
 
 from distgan import protocol as p
+from distgan.config import Config
 from distgan.party import build_generator
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
@@ -28,6 +29,14 @@ REPORTED_PARTY = 0
 @STRATEGIES.register("local-only", "baseline: each party trains its own GAN alone; output is party 0's G")
 class LocalOnly(Strategy):
     name = "local-only"
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainLocalGAN,)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        return config.train.local_steps  # each party's own G, in parallel
 
     def __init__(self, context: StrategyContext) -> None:
         super().__init__(context)

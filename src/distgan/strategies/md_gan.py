@@ -27,6 +27,7 @@ from typing import cast
 import torch
 
 from distgan import protocol as p
+from distgan.config import Config
 from distgan.losses import mean_of_generator_losses
 from distgan.runtime.base import Parties
 from distgan.seeding import make_generator
@@ -49,6 +50,14 @@ class MDGAN(AverageOutput):
 
     name = "md-gan"
     combine = staticmethod(mean_of_generator_losses)  # type: ignore[assignment]
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainDiscriminator, p.ExportDiscriminator, p.ImportDiscriminator)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        return config.train.local_steps  # as avg-output; the swap trains nothing
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         result = super().run_round(round_index, parties, selected)

@@ -22,9 +22,11 @@ saw G's samples). The party's latents come from its own seeded stream.
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 from distgan import protocol as p
+from distgan.config import Config
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 
@@ -32,6 +34,17 @@ from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 @STRATEGIES.register("round-robin", "Alg. 3: G trains against each party's D in turn (strategy.switch: batch|epoch)")
 class RoundRobin(Strategy):
     name = "round-robin"
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.TrainGeneratorEpoch,) if config.strategy.switch == "epoch" else (p.TrainDiscriminator,)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        if config.strategy.switch == "epoch":  # one pass over every party's data: ceil(n_j / batch) G steps each
+            return sum(math.ceil(size / config.train.batch_size) for size in _share_sizes(config))
+        parties = config.train.parties_per_round if config.train.parties_per_round is not None else config.data.parties
+        return parties * config.train.local_steps  # G steps against each selected party's D in turn
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         if self.config.strategy.switch == "epoch":
@@ -73,3 +86,20 @@ class Centralized(RoundRobin):
 
     name = "centralized"
     pooled_data = True
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return RoundRobin.sends(config)  # round-robin over its one pooled party
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        if config.strategy.switch == "epoch":  # one pass over the pooled data
+            return math.ceil(sum(_share_sizes(config)) / config.train.batch_size)
+        return config.train.local_steps  # one pooled party
+
+
+def _share_sizes(config: Config) -> list[int]:
+    """Samples of each party under the run's split (planned from the config, as the runtime does)."""
+    from distgan.assembly import plan_data
+
+    return [len(index) for index in plan_data(config).shares.indices]

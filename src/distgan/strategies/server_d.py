@@ -37,6 +37,7 @@ import torch
 
 from distgan import protocol as p
 from distgan.checkpoint import prefixed, unprefixed
+from distgan.config import Config
 from distgan.party import build_discriminator, cpu_state_dict, flat_parameters, set_flat_parameters
 from distgan.runtime.base import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
@@ -117,6 +118,14 @@ class DownloadSchedule:
 @STRATEGIES.register("server-d", "Alg. 1: parties upload D-weight deltas to a server D; G trains against it")
 class ServerDiscriminator(Strategy):
     name = "server-d"
+
+    @classmethod
+    def sends(cls, config: Config) -> tuple[type[p.Message], ...]:
+        return (p.GenerateAndUpload,) if config.strategy.fakes == "party" else (p.TrainAndUpload,)
+
+    @classmethod
+    def generator_steps_per_round(cls, config: Config) -> int:
+        return config.train.local_steps  # G steps against the server D
 
     def __init__(self, context: StrategyContext) -> None:
         super().__init__(context)

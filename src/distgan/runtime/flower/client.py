@@ -17,7 +17,10 @@ Order: a ``flwr-clientapp`` process pushes its reply *before* its Context (Flowe
 ``run_clientapp``), so a fast next message could be given the previous Context. Such a process
 therefore also writes the party's state to the node's state folder (:func:`live_state_path`)
 before it returns the reply, and a restore takes whichever of the two is newer. A resident party
-process pushes the Context before it takes the next task, so it needs no file.
+process keeps the party in memory, writes the same file before each reply and puts only the
+session record (with the state's version) into the Context, which it pushes before it takes the
+next task (:class:`StateStore`): the state does not travel through the Runtime API twice per
+message.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from flwr.common.constant import ErrorCode
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.party import Party
-from distgan.runtime.flower.node import NodeSettings, build_node_party, run_key_of
+from distgan.runtime.flower.node import NodeSettings, build_node_party, resume_saved_state, run_key_of
 from distgan.runtime.flower.records import envelope_of, from_content, to_content
 
 log = logging.getLogger("distgan.flower")
@@ -105,11 +108,18 @@ def _hello(content: RecordDict, context: Context, state_root: Path | None) -> Re
     config = Config.from_dict(json.loads(config_json))
     node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
+    # A node greeted in a run whose state folder holds its party's checkpoints (a restarted
+    # SuperNode, a resumed run) goes on from the newest; a resumed run's LoadState then sets the round.
+    resumed = resume_saved_state(party, node)
     # The greeting answers with the party's Description, saving deployment one round trip.
     description = party.handle(p.Describe())
-    _store(context, session, config_json, party, version=1)
-    log.info("node %d plays party %d in session %s", context.node_id, node.party_id, session)
-    return to_content(description, {"session": session, "party": node.party_id})
+    _store(context, session, config_json, party, 1, state_root)
+    log.info("node %d plays party %d in session %s%s", context.node_id, node.party_id, session,
+             "" if resumed is None else f", from its state of round {resumed}")
+    extra: dict[str, int | float | str | bool] = {"session": session, "party": node.party_id}
+    if resumed is not None:
+        extra["resumed_round"] = resumed
+    return to_content(description, extra)
 
 
 def _serve(message: Message, context: Context, state_root: Path | None, keep_live: bool) -> RecordDict:
@@ -128,19 +138,28 @@ def _serve(message: Message, context: Context, state_root: Path | None, keep_liv
     started = time.perf_counter()
     reply = party.handle(request)
     seconds = time.perf_counter() - started
-    version = _version(session_record) + 1
-    if PER_MESSAGE_PROCESS:  # durable before the reply leaves: see the module docstring
-        config = Config.from_dict(json.loads(str(session_record["config"])))
-        node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
-        _write_live_state(live_state_path(node.state_root, context.run_id, context.node_id), session, version, party)
-    _store(context, session, str(session_record["config"]), party, version)
+    # Stored before the reply leaves (see the module docstring).
+    _store(context, session, str(session_record["config"]), party, _version(session_record) + 1, state_root)
     if party.privacy is not None:  # compute time depends on the Poisson batch and the data: withheld under DP
         seconds = 0.0
     return to_content(reply, {"session": session, "party": party.party_id, "seconds": seconds})
 
 
+@dataclass
+class StateStore:
+    """Where the party's state goes after every message (its session record always goes into the
+    Context). ``context``: its tensors into the Context too (simulation actors, per-message
+    processes); ``file``: into :func:`live_state_path`, before the reply is returned (a per-message
+    process, whose Context Flower pushes after the reply; a resident party process, which keeps the
+    party in memory and so need not send its state through the Runtime API twice per message)."""
+
+    context: bool = True
+    file: bool = False
+
+
 PER_MESSAGE_PROCESS = os.path.basename(sys.argv[0]) == "flwr-clientapp"
 """True in a process Flower started for one message (its Context is pushed after the reply)."""
+STATE = StateStore(context=True, file=PER_MESSAGE_PROCESS)
 
 
 def live_state_path(state_root: Path, run_id: int, node_id: int) -> Path:
@@ -148,8 +167,8 @@ def live_state_path(state_root: Path, run_id: int, node_id: int) -> Path:
     return state_root / "flower-live" / f"run-{run_id}-node-{node_id}.pt"
 
 
-def _write_live_state(path: Path, session: str, version: int, party: Party) -> None:
-    tensors, meta = party.state_tensors()
+def _write_live_state(path: Path, session: str, version: int, tensors: dict[str, torch.Tensor],
+                      meta: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".{os.getpid()}.partial")
     torch.save({"session": session, "version": version, "meta": json.dumps(meta),
@@ -178,14 +197,18 @@ def _restore(context: Context, state_root: Path | None, keep_live: bool) -> Part
     node = NodeSettings.from_node_config(dict(context.node_config), config, run_key_of(session), state_root)
     party = build_node_party(config, node)
     saved = _read_live_state(live_state_path(node.state_root, context.run_id, context.node_id), session)
-    if saved is not None and saved[0] > version:  # the previous process's Context was not pushed yet
-        log.info("node %d: party state version %d from %s (the Context holds %d)", context.node_id,
-                 saved[0], node.state_root, version)
+    arrays = context.state.array_records.get(PARTY_STATE_RECORD)
+    if saved is not None and (saved[0] > version or (saved[0] == version and arrays is None)):
+        if saved[0] > version:  # the previous process's Context was not pushed yet
+            log.info("node %d: party state version %d from %s (the Context holds %d)", context.node_id,
+                     saved[0], node.state_root, version)
         _, tensors, meta = saved
-    else:
-        arrays = context.state.array_records[PARTY_STATE_RECORD]
+    elif arrays is not None:
         tensors = {name: torch.from_numpy(np.array(array.numpy(), copy=True)) for name, array in arrays.items()}
         meta = json.loads(str(record["meta"]))
+    else:
+        raise RuntimeError(f"node {context.node_id}: the state of version {version} of its party is neither in the "
+                           f"Context nor in {live_state_path(node.state_root, context.run_id, context.node_id)}")
     party.load_state_tensors(tensors, meta)
     return party
 
@@ -196,10 +219,19 @@ def _version(record: ConfigRecord) -> int:
     return version
 
 
-def _store(context: Context, session: str, config_json: str, party: Party, version: int) -> None:
+def _store(context: Context, session: str, config_json: str, party: Party, version: int,
+           state_root: Path | None) -> None:
     tensors, meta = party.state_tensors()
-    context.state[PARTY_STATE_RECORD] = ArrayRecord(
-        {name: Array(tensor.detach().cpu().contiguous().numpy()) for name, tensor in tensors.items()})
+    if STATE.file:
+        node = NodeSettings.from_node_config(dict(context.node_config), Config.from_dict(json.loads(config_json)),
+                                             run_key_of(session), state_root)
+        _write_live_state(live_state_path(node.state_root, context.run_id, context.node_id), session, version,
+                          tensors, meta)
+    if STATE.context:
+        context.state[PARTY_STATE_RECORD] = ArrayRecord(
+            {name: Array(tensor.detach().cpu().contiguous().numpy()) for name, tensor in tensors.items()})
+    elif PARTY_STATE_RECORD in context.state:
+        del context.state[PARTY_STATE_RECORD]  # an older version: the file holds the state
     context.state[SESSION_RECORD] = ConfigRecord(
         {"session": session, "config": config_json, "version": version, "meta": json.dumps(meta)})
     key = (context.run_id, context.node_id)

@@ -14,13 +14,10 @@ from __future__ import annotations
 import math
 
 from distgan.config import Config
-from distgan.health import FEEDBACK_STRATEGIES
 
 MESSAGE_BUDGET_BYTES = 128 * 2**20
 """Generated images (float32) one message may carry each way."""
 MAX_LOCAL_STEPS = 2000
-FAKES_PER_STEP = FEEDBACK_STRATEGIES | {"server-d"}
-"""Strategies whose messages carry a batch of generated images per step."""
 
 
 def deployment_local_steps(image_shape: tuple[int, int, int], batch_size: int) -> int:
@@ -37,7 +34,9 @@ def message_bytes(config: Config, image_shape: tuple[int, int, int]) -> int:
 def check_message_budget(config: Config, image_shape: tuple[int, int, int]) -> None:
     """Refuse a run whose messages would exceed the budget, naming what to change (strategies that
     send weights, fedgan and local-only, send the same bytes whatever the steps)."""
-    if config.strategy.name not in FAKES_PER_STEP:
+    from distgan.strategies import STRATEGIES
+
+    if not STRATEGIES.get(config.strategy.name).sends_fakes(config):  # a batch of generated images per step
         return
     size = message_bytes(config, image_shape)
     if size > MESSAGE_BUDGET_BYTES:

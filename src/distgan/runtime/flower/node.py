@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import tempfile
 from dataclasses import dataclass
@@ -43,12 +44,15 @@ from typing import Any
 
 import torch
 
+from distgan import protocol as p
 from distgan.assembly import DataPlan, build_party, plan_data
 from distgan.checkpoint import atomic_write_text
 from distgan.config import Config
 from distgan.data import SOURCES, Partition
 from distgan.party import Party
 from distgan.strategies import STRATEGIES
+
+log = logging.getLogger("distgan.flower")
 
 
 class NodeConfigError(ValueError):
@@ -237,6 +241,23 @@ def source_spec(data_dir: str) -> str:
     """``mnist:DIR`` / ``folder:DIR`` / ``fake`` pass through; a plain path means ``folder:PATH``."""
     name = data_dir.split(":", 1)[0]
     return data_dir if name in SOURCES.names() else f"folder:{data_dir}"
+
+
+def resume_saved_state(party: Party, node: NodeSettings) -> int | None:
+    """Load the newest state this party saved in this run (a restarted SuperNode rejoining, or a
+    resumed run); the round it was saved at, or None when the run's folder holds none yet."""
+    folder = node.state_root / "parties" / f"party-{node.party_id}"
+    rounds = sorted(int(path.stem.split("-", 1)[1]) for path in folder.glob("round-*.json")
+                    if path.stem.split("-", 1)[1].isdigit())
+    for round_index in reversed(rounds):  # the newest readable one (a crash may have cut the last)
+        try:
+            party.handle(p.LoadState(round_index))
+        except (OSError, ValueError, KeyError) as error:
+            log.warning("party %d: its state of round %d is unreadable (%s); trying an older one",
+                        node.party_id, round_index, error)
+            continue
+        return round_index
+    return None
 
 
 def build_node_party(config: Config, node: NodeSettings) -> Party:

@@ -4,8 +4,11 @@ Start-up greets every node (``query.hello`` with the run's config); each answers
 its node config names (``partition-id``) and its party's Description (which then answers the
 coordinator's first Describe), so party j is always the node that says it is j, whatever node id
 Flower gave it. Requests then go out with ``push_messages`` and replies are collected with
-``pull_messages`` every ``poll_interval_s`` (not ``send_and_receive``, which sleeps 3 s between
-pulls in deployment). A reply that carries a Flower error, fails to decode, or comes from the wrong
+``pull_messages`` every ``poll_interval_s``, backing off by half per empty pull to at most
+``REPLY_POLL_CAP_S`` (not ``send_and_receive``, which sleeps 3 s between pulls in deployment): a
+quick reply is seen within tens of milliseconds, and a message that takes minutes is not polled
+thousands of times, each poll a chance to catch a reply whose objects are still uploading (Flower's
+Grid then waits 1 s or more for them). A reply that carries a Flower error, fails to decode, or comes from the wrong
 node is that party's failure; a party silent for ``reply_timeout_s`` has failed too. The base class
 then leaves it out and goes on (``runtime.on_party_failure = "continue"``) or stops the run.
 
@@ -24,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import DEFAULT_TTL, ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from distgan import protocol as p
 from distgan.config import Config
-from distgan.runtime.base import Parties, PartyFailedError
+from distgan.runtime.base import Parties, PartyFailedError, PartyLostError
 from distgan.runtime.flower.client import HELLO, HELLO_RECORD
 from distgan.runtime.flower.records import envelope_of, from_content, to_content
 from distgan.strategies import STRATEGIES
@@ -37,11 +41,27 @@ log = logging.getLogger("distgan")
 
 
 class RemotePartyError(RuntimeError):
-    """A party's node answered with an error (its ClientApp raised, or Flower could not deliver)."""
+    """A party's node answered with an error (its ClientApp raised)."""
 
 
-class PartyTimeoutError(RuntimeError):
+class NodeLostError(PartyLostError):
+    """Flower could not deliver to the party's node or get its reply: the node is gone (it may come back)."""
+
+
+class PartyTimeoutError(PartyLostError):
     """A party did not answer within the reply timeout."""
+
+
+REPLY_POLL_CAP_S = 0.1
+"""The longest wait between pulls for replies."""
+
+LOST_NODE_ERRORS = frozenset({ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
+                              ErrorCode.NODE_UNAVAILABLE, ErrorCode.CLIENT_APP_CRASHED})
+"""Flower's error codes for a node (or its ClientApp process) that is gone rather than a party that failed."""
+REGREET_EVERY_S = 10.0
+"""How often nodes that might play a lost party (a restarted SuperNode) are greeted."""
+GREETING_EXPIRES_S = 120.0
+"""A greeting unanswered this long is dropped, and its node greeted again."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +72,7 @@ class FlowerSettings:
     discovery_timeout_s: float = 600.0
     """Seconds to wait for every party's SuperNode to connect and answer the greeting."""
     poll_interval_s: float = 0.02
-    """Seconds between pulls for replies."""
+    """Seconds between pulls for replies at first (then backing off to ``REPLY_POLL_CAP_S``)."""
 
     def __post_init__(self) -> None:
         if self.reply_timeout_s is not None and not self.reply_timeout_s > 0:
@@ -100,6 +120,13 @@ class FlowerParties(Parties):
         self.overhead = OverheadLog()
         self._grid = grid
         self._greetings: dict[int, p.Message] = {}  # each party's Description, sent with its greeting
+        self._config_json = config.to_json()
+        self._rejoin_greetings: dict[str, tuple[int, float]] = {}  # message id -> (node, sent at)
+        self._next_regreet = 0.0
+        self._resume_checked = False
+        self._lost: set[int] = set()  # parties whose node went away (not ones that answered badly)
+        # "wait": a lost party's run waits for its node to come back (a restarted SuperNode).
+        self.restart_lost = config.runtime.on_party_failure == "wait"
         timeout = self.settings.reply_timeout_s
         self._ttl = float(DEFAULT_TTL) if timeout is None else max(timeout + 60.0, 120.0)
         self.nodes: dict[int, int] = self._discover(config)
@@ -107,10 +134,33 @@ class FlowerParties(Parties):
                  ", ".join(f"party {j} = node {node}" for j, node in sorted(self.nodes.items())))
 
     # -- start: who is who -------------------------------------------------------------------------
+    def _greet(self, nodes: list[int]) -> dict[str, int]:
+        """Send the greeting (session and config) to ``nodes``; message id -> node."""
+        pending: dict[str, int] = {}
+        for node in nodes:
+            message = Message(RecordDict({HELLO_RECORD: ConfigRecord(
+                {"session": self.session, "config": self._config_json})}), dst_node_id=node, message_type=HELLO,
+                ttl=self._ttl)
+            self._grid.push_messages([message])
+            pending[message.metadata.message_id] = node
+        return pending
+
+    def _greeting_answer(self, node: int, reply: Message) -> tuple[int, p.Message] | str:
+        """The party a node's answer to the greeting claims and its Description, or why it is refused."""
+        if reply.has_error():
+            return str(reply.error.reason)
+        try:
+            party = envelope_of(reply.content).get("party")
+            description = from_content(reply.content)
+        except p.ProtocolError as error:
+            return f"malformed greeting: {error}"
+        if not isinstance(party, int) or isinstance(party, bool) or not 0 <= party < self.count:
+            return f"claims party {party!r}, outside 0..{self.count - 1}"
+        return party, description
+
     def _discover(self, config: Config) -> dict[int, int]:
         started = time.perf_counter()
         deadline = started + self.settings.discovery_timeout_s
-        config_json = config.to_json()
         greeted: set[int] = set()
         pending: dict[str, int] = {}  # message id -> node id
         refused: dict[int, str] = {}
@@ -120,35 +170,22 @@ class FlowerParties(Parties):
             new_nodes = sorted(set(self._grid.get_node_ids()) - greeted)
             if new_nodes:
                 greeted.update(new_nodes)
-                messages = [Message(RecordDict({HELLO_RECORD: ConfigRecord(
-                    {"session": self.session, "config": config_json})}), dst_node_id=node, message_type=HELLO,
-                    ttl=self._ttl) for node in new_nodes]
-                for message, node in zip(messages, new_nodes):
-                    self._grid.push_messages([message])
-                    pending[message.metadata.message_id] = node
+                pending.update(self._greet(new_nodes))
             for reply in self._grid.pull_messages(list(pending)):
                 node = pending.pop(reply.metadata.reply_to_message_id, -1)
                 if node < 0:
                     continue
-                if reply.has_error():
-                    refused[node] = str(reply.error.reason)
-                    log.warning("node %d refused to join: %s", node, reply.error.reason)
+                answer = self._greeting_answer(node, reply)
+                if isinstance(answer, str):
+                    refused[node] = answer
+                    log.warning("node %d refused to join: %s", node, answer)
                     continue
-                try:
-                    party = envelope_of(reply.content).get("party")
-                    description = from_content(reply.content)
-                except p.ProtocolError as error:
-                    refused[node] = f"malformed greeting: {error}"
-                    continue
-                if not isinstance(party, int) or isinstance(party, bool) or not 0 <= party < self.count:
-                    refused[node] = f"claims party {party!r}"
-                    log.warning("node %d claims party %r, outside 0..%d: ignored", node, party, self.count - 1)
-                elif party in mapping:
+                party, description = answer
+                if party in mapping:
                     raise PartyFailedError(f"nodes {mapping[party]} and {node} both claim party {party}: "
                                            "give each SuperNode its own partition-id")
-                else:
-                    mapping[party] = node
-                    self._greetings[party] = description
+                mapping[party] = node
+                self._greetings[party] = description
             now = time.perf_counter()
             if len(mapping) < self.count and now > deadline:
                 detail = "; ".join(f"node {node}: {why}" for node, why in sorted(refused.items()))
@@ -162,6 +199,82 @@ class FlowerParties(Parties):
             if len(mapping) < self.count:
                 time.sleep(self.settings.poll_interval_s if pending else 0.5)
         return mapping
+
+    # -- nodes that come back ----------------------------------------------------------------------
+    def rejoin(self, wanted: set[int]) -> list[int]:
+        """Greet the connected nodes that play no active party (a restarted SuperNode keeps its node
+        id under node authentication, gets a new one without), at most every REGREET_EVERY_S, and
+        collect answers; a node that answers as one of the ``wanted`` parties plays it from now on,
+        its party rebuilt from its own last saved state (the node loads it when greeted). Does not
+        wait; returns the parties that came back."""
+        now = time.monotonic()
+        back: list[int] = []
+        if self._rejoin_greetings:
+            for reply in self._grid.pull_messages(list(self._rejoin_greetings)):
+                node, _ = self._rejoin_greetings.pop(reply.metadata.reply_to_message_id, (-1, 0.0))
+                if node < 0:
+                    continue
+                answer = self._greeting_answer(node, reply)
+                if isinstance(answer, str):
+                    if not reply.has_error() or reply.error.code not in LOST_NODE_ERRORS:
+                        log.warning("node %d answered the greeting but cannot rejoin: %s", node, answer)
+                    continue
+                party, _ = answer
+                if party not in wanted:
+                    continue  # a node of an active party (or one already back): nothing changes
+                self.nodes[party] = node
+                back.append(party)
+                wanted = wanted - {party}
+                resumed = envelope_of(reply.content).get("resumed_round")
+                log.warning("party %d is back (node %d) and rejoins the run: its party resumes from its own state "
+                            "of round %s", party, node, resumed if isinstance(resumed, int) else "0 (none saved)")
+            self._rejoin_greetings = {m: (n, t) for m, (n, t) in self._rejoin_greetings.items()
+                                      if now - t < GREETING_EXPIRES_S}
+        if wanted and now >= self._next_regreet:
+            self._next_regreet = now + REGREET_EVERY_S
+            busy = {self.nodes[j] for j in range(self.count) if j not in wanted and j not in self.failed}
+            busy |= {node for node, _ in self._rejoin_greetings.values()}
+            candidates = sorted(set(self._grid.get_node_ids()) - busy)
+            self._rejoin_greetings.update({m: (n, now) for m, n in self._greet(candidates).items()})
+        return back
+
+    def _restart(self, parties: list[int]) -> list[int]:
+        """``on_party_failure = "wait"``: wait (up to the discovery timeout) for the lost parties'
+        nodes to come back; returns those that did."""
+        wanted, back = set(parties), []
+        deadline = time.monotonic() + self.settings.discovery_timeout_s
+        log.warning("parties %s lost their node: waiting up to %g s for it to come back (on_party_failure=wait)",
+                    sorted(wanted), self.settings.discovery_timeout_s)
+        while wanted and time.monotonic() < deadline:
+            returned = self.rejoin(wanted)
+            self._lost -= set(returned)
+            back += returned
+            wanted -= set(returned)
+            if wanted:
+                time.sleep(0.5)
+        return back
+
+    def readmit_returning(self, coordinator: object, round_number: int, record: dict[str, Any]) -> None:
+        """Coordinator round hook: a party left out because its node went away (not one that answered
+        badly) is re-admitted for the next round once its node is back and answers the greeting."""
+        lost = set(self.failed) & self._lost  # a party that answered badly stays out
+        if not lost:
+            return
+        for party in self.rejoin(lost):
+            self._lost.discard(party)
+            why = self.failed.pop(party)
+            log.warning("party %d re-admitted from round %d on (it had failed: %s)", party, round_number + 1, why)
+
+    def request(self, requests: Mapping[int, p.Message]) -> dict[int, p.Message]:
+        if not self._resume_checked and any(isinstance(r, p.LoadState) for r in requests.values()):
+            # A resumed run: parties its checkpoint lists as failed but whose nodes answered the greeting
+            # are back, with their own last saved state (loaded when greeted).
+            self._resume_checked = True
+            for party in sorted(set(self.failed) & set(self.nodes)):
+                why = self.failed.pop(party)
+                log.warning("party %d answered again and is re-admitted to the resumed run (it had failed: %s)",
+                            party, why)
+        return super().request(requests)
 
     @property
     def descriptions(self) -> dict[int, p.Message]:
@@ -188,6 +301,7 @@ class FlowerParties(Parties):
                                                    f"{self.nodes[party]} (too large, or the node is gone)")
         party_seconds = 0.0
         timeout = self.settings.reply_timeout_s
+        delay = self.settings.poll_interval_s
         while pending:
             for reply in self._grid.pull_messages(list(pending)):
                 party = pending.pop(reply.metadata.reply_to_message_id, -1)
@@ -201,15 +315,18 @@ class FlowerParties(Parties):
                     outcomes[party] = PartyTimeoutError(f"node {self.nodes[party]} sent no reply within {timeout:g} s")
                 break
             if pending:
-                time.sleep(self.settings.poll_interval_s)
+                time.sleep(delay)
+                delay = min(max(REPLY_POLL_CAP_S, self.settings.poll_interval_s), delay * 1.5)
         ended = time.perf_counter()
         self.overhead.exchanges.append(_Exchange(ended, ended - started, party_seconds, len(messages)))
+        self._lost.update(j for j, outcome in outcomes.items() if isinstance(outcome, PartyLostError))
         return outcomes
 
     def _outcome(self, party: int, reply: Message) -> tuple[p.Message | BaseException, float]:
         node = self.nodes[party]
         if reply.has_error():
-            return RemotePartyError(f"node {node}: {reply.error.reason}"), 0.0
+            kind = NodeLostError if reply.error.code in LOST_NODE_ERRORS else RemotePartyError
+            return kind(f"node {node}: {reply.error.reason}"), 0.0
         if reply.metadata.src_node_id != node:
             return p.ProtocolError(f"reply for node {node} came from node {reply.metadata.src_node_id}"), 0.0
         try:

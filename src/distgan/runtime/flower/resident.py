@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import ctypes
 import importlib.metadata
+import itertools
 import logging
 import os
 import signal
@@ -54,6 +55,9 @@ TESTED_FLWR = "1.42"
 """The Flower minor version whose task API this module speaks; other versions fall back."""
 MAX_RUNS = 2
 """Party processes a node keeps (one per run); the least recently used one beyond is stopped."""
+PARTY_IDLE_S = 900.0
+"""A party process without a task for this long is stopped (its run has likely ended); a later task
+of its run starts it again from the state it saved."""
 POLL_MIN_S = 0.005
 """Task poll interval right after a task: the next message of a run usually follows within a second."""
 POLL_ENVIRONMENT = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
@@ -63,6 +67,9 @@ MESSAGE_WAIT_S = 60.0
 stored the message, which a fast claimer can see."""
 OBJECT_BACKOFF_S = (0.005, 0.2)
 """Initial and maximal backoff pulling a message's objects (Flower's own: 1 s doubling to 10 s)."""
+SUPERNODE_POLL_ENVIRONMENT = "DISTGAN_SUPERNODE_POLL"
+"""Seconds; when set, the SuperNode's two hard-coded waits (3 s after an empty pull of the
+SuperLink, 0.5 s between looks for a reply) are shortened to this (:func:`run_tuned_supernode`)."""
 
 
 def task_api_problem() -> str | None:
@@ -93,7 +100,53 @@ def resident_supernode_command(supernode_command: list[str], runtime_address: st
     command = [sys.executable, "-m", "distgan.runtime.flower.resident", "node", "--runtime-api", runtime_address]
     if "--ssl-ca-certfile" in supernode_command:  # the Runtime API itself speaks TLS
         command += ["--root-certificates", supernode_command[supernode_command.index("--ssl-ca-certfile") + 1]]
+    poll = os.environ.get(SUPERNODE_POLL_ENVIRONMENT)
+    if poll:
+        supernode_command = [sys.executable, "-m", "distgan.runtime.flower.resident", "supernode",
+                             "--poll", str(_poll_seconds(poll)), "--", *supernode_command[1:]]
     return [*command, "--", *supernode_command, "--isolation", "process"]
+
+
+def _poll_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.01 <= value <= 3.0:
+        raise ValueError(f"{SUPERNODE_POLL_ENVIRONMENT}={raw!r}: expected seconds between 0.01 and 3")
+    return value
+
+
+def run_tuned_supernode(poll_s: float, arguments: list[str]) -> None:
+    """``flower-supernode ARGUMENTS`` with the waits of its message loop shortened to ``poll_s``.
+
+    Flower 1.42's SuperNode sleeps 3 s whenever a pull of the SuperLink finds no message and 0.5 s
+    between looks for the ClientApp's reply (``flwr/supernode/start_client_internal.py``); neither
+    is a setting. This replaces that module's ``time`` with one whose ``sleep`` waits at most
+    ``poll_s``: a patch of Flower at run time, applied only when the module's source has exactly
+    those waits (refused otherwise), and only on request (``DISTGAN_SUPERNODE_POLL``)."""
+    import inspect
+
+    import flwr.supernode.start_client_internal as loop
+    from flwr.supernode.cli import flower_supernode
+
+    source = inspect.getsource(loop)
+    if source.count("time.sleep(3)") != 1 or source.count("time.sleep(0.5)") != 2 or \
+            task_api_problem() is not None:
+        raise SystemExit(f"{SUPERNODE_POLL_ENVIRONMENT}: this Flower's SuperNode loop is not the one (flwr "
+                         f"{TESTED_FLWR}) whose waits it shortens; unset it")
+
+    class _ShortWaits:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            time.sleep(min(seconds, poll_s))
+
+    loop.time = _ShortWaits()  # type: ignore[assignment]
+    sys.argv = ["flower-supernode", *arguments]
+    flower_supernode()
 
 
 # -- the task API client ------------------------------------------------------------------------------
@@ -133,10 +186,13 @@ class ResidentParty:
     """Serves the tasks of run ``run_id`` on one node with the party kept in memory."""
 
     def __init__(self, run_id: int, client: Any, token: _TaskToken) -> None:
-        from distgan.runtime.flower.client import client_app
+        from distgan.runtime.flower import client as clientapp
 
+        # The party stays in this process; its durable copy goes to the node's state folder before
+        # each reply, and only its session record (with the state's version) into the Context.
+        clientapp.STATE.context, clientapp.STATE.file = False, True
         self.run_id = run_id
-        self.app = client_app
+        self.app = clientapp.client_app
         self._client = client
         self._token = token
         self._app_checked = False
@@ -153,6 +209,7 @@ class ResidentParty:
         from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
         self._token.value = token
+        times = [time.perf_counter()]
         heartbeat = HeartbeatSender(self._heartbeat)
         heartbeat.start()
         context = None
@@ -164,6 +221,7 @@ class ResidentParty:
             TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = (  # as flwr-clientapp sets it
                 task_input.task_id, run.run_id, received.node_id)
             message = self._pull_message(received.node_id, run.run_id)
+            times.append(time.perf_counter())
             refusal = self._refusal(run.run_id, task_input.fab.content if task_input.HasField("fab") else b"",
                                     fab_from_proto)
             if refusal is not None:
@@ -172,7 +230,9 @@ class ResidentParty:
             else:
                 reply = self.app(message=message, context=received)  # failures become error replies
                 context, status, details = received, SubStatus.COMPLETED, ""
+            times.append(time.perf_counter())
             push_message(self._client, reply, received)
+            times.append(time.perf_counter())
         except Exception as error:  # a transport failure: Flower's task expiry answers the server
             log.exception("node task failed")
             details = f"{type(error).__name__}: {error}"
@@ -183,6 +243,9 @@ class ResidentParty:
             # a refused task leaves the node's Context as it was.
             push_task_output(client=self._client, context=context, sub_status=status, details=details)
             self._token.value = ""
+            times.append(time.perf_counter())
+            log.debug("task: %s s (input, answer, reply, context)",
+                      " ".join(f"{b - a:.3f}" for a, b in itertools.pairwise(times)))
         return status
 
     def _refusal(self, run_id: int, fab_content: bytes, fab_from_proto: Any) -> str | None:
@@ -252,10 +315,12 @@ def serve_run(run_id: int, address: str, root_certificates: str | None, tokens: 
 class _PartyProcess:
     run_id: int
     process: subprocess.Popen[str]
+    last_task: float = 0.0
 
     def run_task(self, token: str) -> bool:
         """Hand over ``token``; True once the party reports the task done (Context pushed)."""
         assert self.process.stdin is not None and self.process.stdout is not None
+        self.last_task = time.monotonic()
         try:
             self.process.stdin.write(token + "\n")
             self.process.stdin.flush()
@@ -319,6 +384,7 @@ class Node:
                 time.sleep(0.5)
                 continue
             if claimed.HasField("task") and claimed.token:
+                log.debug("claimed a task of run %d", claimed.task.run_id)
                 party = self.party(claimed.task.run_id)
                 if not party.run_task(claimed.token):
                     log.error("the party process of run %d died during a task; Flower answers it with an error "
@@ -327,7 +393,16 @@ class Node:
             else:
                 time.sleep(delay)
                 delay = min(self.idle_poll_s, delay * 1.5)
+                self.stop_idle(time.monotonic() - PARTY_IDLE_S)
         return supernode.returncode if supernode is not None else 0
+
+    def stop_idle(self, before: float) -> None:
+        """Stop the party processes whose last task began before ``before`` (monotonic seconds)."""
+        for run_id, party in list(self.parties.items()):
+            if party.last_task < before:
+                log.info("stopping the resident party process of run %d: no task for %.0f s", run_id, PARTY_IDLE_S)
+                party.stop()
+                del self.parties[run_id]
 
     def stop(self) -> None:
         for party in self.parties.values():
@@ -394,11 +469,18 @@ def main(argv: list[str] | None = None) -> int:
         role.add_argument("--runtime-api", required=True, metavar="HOST:PORT", help="the SuperNode's Runtime API")
         role.add_argument("--root-certificates", metavar="CA", help="CA of a Runtime API that speaks TLS")
     node.add_argument("supernode", nargs=argparse.REMAINDER, help="-- flower-supernode ... --isolation process")
+    tuned = sub.add_parser("supernode", help=f"(started by node, when {SUPERNODE_POLL_ENVIRONMENT} is set) "
+                                             "flower-supernode with shorter waits")
+    tuned.add_argument("--poll", type=float, required=True, metavar="S")
+    tuned.add_argument("arguments", nargs=argparse.REMAINDER, help="-- flower-supernode's arguments")
     args = parser.parse_args(argv)
+    if args.role == "supernode":
+        run_tuned_supernode(args.poll, args.arguments[1:] if args.arguments[:1] == ["--"] else args.arguments)
+        return 0
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s distgan resident: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s distgan resident: %(message)s"))
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log.setLevel(os.environ.get("DISTGAN_RESIDENT_LOG", "INFO").upper())  # DEBUG: each task's times
     log.propagate = False
     if args.role == "node":
         command = args.supernode[1:] if args.supernode[:1] == ["--"] else args.supernode

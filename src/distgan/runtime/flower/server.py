@@ -78,7 +78,7 @@ def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coord
     # The parties' data decides the message size: refuse a run whose messages would not fit.
     check_message_budget(run.config, training.described_image_shape(parties.descriptions))
     coordinator = training.train(run.config, run.run_dir, resume=run.resume, parties=parties,
-                                 round_hooks=[parties.record_round])
+                                 round_hooks=[parties.record_round, parties.readmit_returning])
     shares = [r["overhead_share"] for r in parties.overhead.rounds]
     if shares:
         log.info("Flower message overhead: %.0f%% of round time on average (%.2f s per round)",

@@ -19,15 +19,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, BinaryIO
 
-ACTIVATION_REFUSED = 305 % 256
-"""Flower's exit code 305 (it prints "Exit Code: 305"), as the OS reports it: exit statuses are 8 bits (49)."""
+ACTIVATION_REFUSED = 305
+"""Flower's exit code for a refused activation. Flower prints it ("Exit Code: 305") and exits with
+status 1, as for every error, so it is read from the node's output."""
+EXIT_CODE_LINE = re.compile(rb"Exit Code: (\d+)")
 ACTIVATION_PATIENCE_S = 75.0
 """How long a refused activation is retried: the SuperLink's heartbeat patience (60 s) plus margin."""
 RETRY_EVERY_S = 5.0
@@ -74,9 +78,33 @@ def end_group(pgid: int, grace_s: float = STOP_GRACE_S) -> None:
         _wait_group(pgid, 3.0)
 
 
+def _relay(child: subprocess.Popen[bytes], output: BinaryIO) -> int:
+    """Copy the child's output through until it exits, then end its process group (its SuperExec and
+    ClientApps, which also hold the output pipe); Flower's exit code when it printed one, else the
+    process's (negative: killed by that signal)."""
+    printed: list[int] = []
+
+    def copy() -> None:
+        assert child.stdout is not None
+        for line in iter(child.stdout.readline, b""):
+            output.write(line)
+            output.flush()
+            if (match := EXIT_CODE_LINE.search(line)) is not None:
+                printed.append(int(match.group(1)))
+
+    reader = threading.Thread(target=copy, daemon=True)
+    reader.start()
+    code = child.wait()
+    end_group(child.pid)
+    reader.join(timeout=5.0)
+    return printed[-1] if printed and code != 0 else code
+
+
 def supervise(command: list[str], env: dict[str, str], echo: IO[str] = sys.stderr,
-              sleep: Callable[[float], None] = time.sleep) -> int:
-    """Run ``command`` (a flower-supernode command line) until it ends for good; its exit code."""
+              sleep: Callable[[float], None] = time.sleep, output: BinaryIO | None = None) -> int:
+    """Run ``command`` (a flower-supernode command line) until it ends for good; its exit status.
+    ``output`` receives the node's output (default: this process's stdout)."""
+    output = output or sys.stdout.buffer
     first_try = time.monotonic()
     child: subprocess.Popen[bytes] | None = None
     stopping: list[int] = []
@@ -91,9 +119,9 @@ def supervise(command: list[str], env: dict[str, str], echo: IO[str] = sys.stder
     try:
         while True:
             started = time.monotonic()
-            child = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
-            code = child.wait()
-            end_group(child.pid)  # its SuperExec and ClientApps go with it
+            child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)  # noqa: PLW1509
+            code = _relay(child, output)  # its SuperExec and ClientApps end with it
             quick = time.monotonic() - started < QUICK_EXIT_S
             if code == ACTIVATION_REFUSED and quick and not stopping and \
                     time.monotonic() - first_try < ACTIVATION_PATIENCE_S:
@@ -104,9 +132,8 @@ def supervise(command: list[str], env: dict[str, str], echo: IO[str] = sys.stder
                 if not stopping:
                     continue
                 code = -stopping[0]
-            flower_code = 305 if code == ACTIVATION_REFUSED else code
-            print(f"distgan flower supernode: exit {flower_code}: {exit_meaning(code)}", file=echo)
-            return code if code >= 0 else 128 - code
+            print(f"distgan flower supernode: exit {code}: {exit_meaning(code)}", file=echo)
+            return code if 0 <= code < 256 else (128 - code if code < 0 else 1)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

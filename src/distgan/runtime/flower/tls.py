@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALID_DAYS = 365
+CA_CERTIFICATE = "ca.crt"
+CA_KEY = "ca.key"
+"""The CA's private key: stays on the coordinator's host, offline if possible; it signs new SuperLink certificates."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ def _subject_alternative_names(hosts: list[str]) -> list[x509.GeneralName]:
 
 
 def make_server_certificates(folder: Path, hosts: list[str]) -> ServerCertificates:
-    """A self-signed CA and a SuperLink certificate valid for ``hosts`` (IP addresses or names)."""
+    """A self-signed CA (its key kept in ``ca.key``, ``0600``) and a SuperLink certificate valid for
+    ``hosts`` (IP addresses or names)."""
     if not hosts:
         raise ValueError("the SuperLink certificate needs at least one host name or IP address")
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -75,20 +79,42 @@ def make_server_certificates(folder: Path, hosts: list[str]) -> ServerCertificat
                                      key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CA_CERTIFICATE).write_bytes(ca_certificate.public_bytes(serialization.Encoding.PEM))
+    _write_private(folder / CA_KEY, ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    return issue_server_certificate(folder, hosts)
+
+
+def issue_server_certificate(folder: Path, hosts: list[str]) -> ServerCertificates:
+    """A new SuperLink certificate for ``hosts``, signed by the CA kept in ``folder`` (``ca.crt``,
+    ``ca.key``): add a host name later without new key material for the SuperNodes (they keep
+    trusting ``ca.crt``). Replaces ``server.pem`` and ``server.key``."""
+    if not hosts:
+        raise ValueError("the SuperLink certificate needs at least one host name or IP address")
+    try:
+        ca_certificate = x509.load_pem_x509_certificate((folder / CA_CERTIFICATE).read_bytes())
+        ca_key = serialization.load_pem_private_key((folder / CA_KEY).read_bytes(), password=None)
+    except FileNotFoundError as error:
+        raise ValueError(f"{folder}: no CA to sign with ({error.filename} missing; folders made before the CA key "
+                         "was kept need new keys: distgan flower keys)") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{folder / CA_KEY}: not an EC private key, so not a CA distgan flower keys made")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = now - datetime.timedelta(minutes=5)
+    end = min(now + datetime.timedelta(days=VALID_DAYS), ca_certificate.not_valid_after_utc)
     server_key = ec.generate_private_key(ec.SECP384R1())
     server_certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        .issuer_name(ca_certificate.subject).public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName(_subject_alternative_names(hosts)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    files = ServerCertificates(folder / "ca.crt", folder / "server.pem", folder / "server.key")
-    files.ca_certificate.write_bytes(ca_certificate.public_bytes(serialization.Encoding.PEM))
+    files = ServerCertificates(folder / CA_CERTIFICATE, folder / "server.pem", folder / "server.key")
     files.certificate.write_bytes(server_certificate.public_bytes(serialization.Encoding.PEM))
     _write_private(files.key, server_key.private_bytes(serialization.Encoding.PEM,
                                                       serialization.PrivateFormat.PKCS8,
