@@ -11,9 +11,10 @@ Read from the node config (``flower-supernode --node-config``; the simulation en
 ``state-dir``       where the party keeps its checkpoints: a folder per distgan run,
                     ``<state-dir>/run-<run id>/parties/party-<id>``, so runs sharing a state-dir
                     never load or prune each other's files (``run.json`` there names the run)
-                    and, under DP, its privacy journal (``<state-dir>/privacy/dataset-<hash>``: the
-                    ledger and the replies it released, one per dataset across runs,
-                    :mod:`distgan.privacy.journal`)
+                    and, under DP with a privacy floor, its privacy journal
+                    (``<state-dir>/privacy/dataset-<hash>``: the ledger and the replies it released, one
+                    per dataset across runs, :mod:`distgan.privacy.journal`; without a floor the journal
+                    is the run's, in the party's folder)
 
 The run id is the distgan run's, not Flower's: it is the part of the session before the first
 ``.`` (the ServerApp keeps it in ``RUN_DIR/run-id``), so a resumed run, which Flower gives a new
@@ -202,8 +203,12 @@ class NodeSettings:
         return cls(raw_id, source_spec(data_dir) if data_dir else None, run_state_folder(state_root, str(run_id)),
                    str(run_id), floor, state_root)
 
-    def journal_dir(self, config: Config) -> Path:
-        """Where this node keeps the privacy journal of its dataset: one per dataset, across runs."""
+    def journal_dir(self, config: Config) -> Path | None:
+        """Where this node keeps the privacy journal of its dataset: with a privacy floor one per dataset,
+        across runs (the floor's epsilon is the dataset's budget); without one None, i.e. the party's
+        state folder of this run (the coordinator's config then decides, as on the local runtimes)."""
+        if self.floor is None:
+            return None
         if self.data_source is not None:
             spec = self.data_source
             kind, _, location = spec.partition(":")
