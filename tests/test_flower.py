@@ -22,7 +22,7 @@ pytest.importorskip("flwr")
 import distgan.runtime.flower  # noqa: F401  (Flower's environment before flwr is imported)
 from distgan import protocol as p
 from distgan import training
-from distgan.runtime.base import PartyFailedError
+from distgan.parties import PartyFailedError
 from distgan.runtime.flower.client import SESSION_RECORD
 from distgan.runtime.flower.parties import FlowerSettings
 from distgan.runtime.flower.records import from_content, to_content

@@ -24,7 +24,7 @@ from distgan import protocol as p
 from distgan.assembly import build_party, plan_data
 from distgan.cli import main
 from distgan.config import Config
-from distgan.runtime.base import PartyFailedError
+from distgan.parties import PartyFailedError
 from distgan.runtime.local import InProcessParties
 from distgan.strategies import STRATEGIES
 from distgan.training import train

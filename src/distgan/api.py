@@ -52,7 +52,7 @@ def train(config_or_preset: Config | str = "default", out: str | Path | None = N
           overwrite: bool = False, **overrides: Any) -> Run:
     """Train a new run into the folder ``out`` (default ``runs/<NNNNN>-<strategy>-<n>p``) and
     return it. ``out`` must not exist or be empty, unless ``overwrite``. Blocks until the last
-    round; a failed party raises :class:`distgan.runtime.base.PartyFailedError`."""
+    round; a failed party raises :class:`distgan.parties.PartyFailedError`."""
     from distgan import training
 
     config = make_config(config_or_preset, **overrides)

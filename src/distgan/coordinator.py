@@ -38,9 +38,9 @@ from distgan.checkpoint import (
 )
 from distgan.config import Config
 from distgan.images import save_grid
+from distgan.parties import Parties
 from distgan.privacy.budget import BudgetMonitor
 from distgan.run_folder import checkpoint_stems, truncate_jsonl  # noqa: F401  (checkpoint_stems: old import path)
-from distgan.runtime.base import Parties
 from distgan.seeding import make_generator
 from distgan.strategies.base import RoundResult, Strategy
 

@@ -18,7 +18,7 @@ from distgan import protocol as p
 from distgan.config import TrainConfig
 from distgan.losses import GeneratorLoss, generator_input_gradient, generator_loss
 from distgan.models import ModelFactory
-from distgan.party import adam, adam_state, build_generator, cpu_state_dict, load_adam_state, train_mode
+from distgan.networks import adam, adam_state, build_generator, cpu_state_dict, load_adam_state, train_mode
 from distgan.sampling import images_from_latents
 from distgan.seeding import draw_seed, make_generator, seeded
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distgan import run_folder
 from distgan.checkpoint import atomic_write_text
 from distgan.config import Config
 
@@ -35,7 +36,7 @@ log = logging.getLogger("distgan")
 
 MEASURED_STALENESS = ("avg-output: cfid 48.6 and 10/10 digits at 1 step per message, cfid ~414 (noise: every D "
                       "saturated at its logit bound from round 2) at 334 steps per message")
-HEALTH_FILE = "health.json"
+HEALTH_FILE = run_folder.HEALTH
 
 
 class CollapseError(RuntimeError):

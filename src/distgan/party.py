@@ -31,49 +31,22 @@ from distgan.data.sources import LabelledImages
 from distgan.images import to_unit_range
 from distgan.losses import discriminator_loss, generator_loss
 from distgan.models import ModelFactory
+from distgan.networks import (
+    adam,
+    adam_state,
+    build_discriminator,
+    build_generator,
+    cpu_state_dict,
+    flat_parameters,
+    load_adam_state,
+    set_flat_parameters,
+    train_mode,
+)
 from distgan.run_folder import prune_checkpoints, round_stem
-from distgan.seeding import derive_seed, draw_seed, make_generator, seeded
+from distgan.seeding import draw_seed, make_generator, seeded
 
 if TYPE_CHECKING:
     from distgan.privacy.mechanisms import PartyPrivacy
-
-
-def flat_parameters(module: nn.Module) -> torch.Tensor:
-    return torch.cat([parameter.detach().flatten() for parameter in module.parameters()])
-
-
-def set_flat_parameters(module: nn.Module, indices: torch.Tensor, values: torch.Tensor) -> None:
-    """Overwrite the parameters at ``indices`` of the flat parameter vector with ``values``."""
-    flat = flat_parameters(module)
-    flat[indices] = values.to(flat)
-    offset = 0
-    with torch.no_grad():
-        for parameter in module.parameters():
-            count = parameter.numel()
-            parameter.copy_(flat[offset:offset + count].view_as(parameter))
-            offset += count
-
-
-def train_mode(module: nn.Module) -> None:
-    """``module.train()`` unless it is in training mode already: the call walks every submodule, and the
-    hot path asks for it on every step (distgan never sets a submodule apart from its network)."""
-    if not module.training:
-        module.train()
-
-
-def build_discriminator(factory: ModelFactory, seed: int) -> nn.Module:
-    """Every D of a run starts from the same weights (a shared seed), as federated training assumes."""
-    with seeded(derive_seed(seed, "discriminator-init")):
-        return factory.discriminator()
-
-
-def build_generator(factory: ModelFactory, seed: int) -> nn.Module:
-    with seeded(derive_seed(seed, "generator-init")):
-        return factory.generator()
-
-
-def adam(module: nn.Module, lr: float, train: TrainConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(train.beta1, train.beta2))
 
 
 class Party:
@@ -367,20 +340,3 @@ class Party:
                 raise ValueError(f"{self.name}: the saved state has no privacy ledger, but this run is private")
             self.privacy.load_state(unprefixed("privacy", tensors), meta["privacy"])
 
-
-def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-def adam_state(optimizer: torch.optim.Optimizer) -> p.Weights:
-    """The optimizer's per-parameter state as ``"<index>/<name>"`` CPU copies: what travels with G."""
-    tensors, _ = optimizer_to_tensors(optimizer, "state")
-    return {key: value.detach().cpu().clone() for key, value in unprefixed("state", tensors).items()}
-
-
-def load_adam_state(optimizer: torch.optim.Optimizer, state: p.Weights) -> None:
-    """Replace the optimizer's state with ``state`` (empty: a fresh one); its hyper-parameters stay.
-    The tensors are copied, so sender and receiver never share a moment buffer."""
-    meta = {"param_groups": optimizer.state_dict()["param_groups"], "plain": {}}
-    copies = {key: value.clone() for key, value in state.items()}
-    optimizer_from_tensors(optimizer, "state", prefixed("state", copies), meta)

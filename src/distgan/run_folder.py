@@ -11,6 +11,8 @@ Every module that reads or writes a run folder goes through here, so a name is s
       log.txt              the run's log
       losses.png           loss plot (end of run)
       report.html          the run's report; audit.json: the leakage audit (distgan audit)
+      health.json          written when training collapsed (distgan.health): when and why
+      run-id               the run's id on Flower (made once, kept across resumes)
       samples/round-NNNNNNN.png        sample grids of fixed latents
       checkpoints/round-NNNNNNN.{json,safetensors}   the coordinator's checkpoints (newest two kept)
       parties/party-J/round-NNNNNNN.{json,safetensors}  each local party's own state (newest two kept)
@@ -43,6 +45,8 @@ LOG = "log.txt"
 LOSSES = "losses.png"
 REPORT = "report.html"
 AUDIT = "audit.json"
+HEALTH = "health.json"
+RUN_ID = "run-id"
 SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 PARTY_STATES = "parties"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ import torch
 
 from distgan import protocol as p
 from distgan import run_folder
-from distgan.assembly import plan_data, resolve_device, test_split_statement
+from distgan.assembly import resolve_device, test_split_statement
 from distgan.checkpoint import CheckpointError
 from distgan.config import Config
 from distgan.coordinator import Coordinator, RoundHook
@@ -21,10 +20,10 @@ from distgan.health import CollapseDetector, stale_feedback_warning
 from distgan.metrics import attach_metrics
 from distgan.models import build_models
 from distgan.models.conditional import label_conditional
+from distgan.parties import ModelReference, Parties
 from distgan.plots import plot_losses
 from distgan.report import attach_report
 from distgan.run_folder import RunFolderError, checkpoint_stems, read_jsonl
-from distgan.runtime.base import ModelReference, Parties
 from distgan.runtime.local import build_local_parties
 from distgan.strategies import STRATEGIES, StrategyContext
 
@@ -104,20 +103,16 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
     strategy_class = STRATEGIES.get(config.strategy.name)
     torch.manual_seed(config.runtime.seed)  # only for libraries that draw from the global RNG
     if parties is None:
-        image_shape = plan_data(config).data.shape
-        parties = build_local_parties(config, run_dir, strategy_class.pooled_data,
-                                      run_expectations(config, image_shape))
+        parties = build_local_parties(config, run_dir, strategy_class.pooled_data)
+    # The parties hold the data, the coordinator none: ask them first; the image shape comes from them.
     descriptions = parties.request_all(p.Describe())
-    # Remote parties (Flower) hold the data, the coordinator none: the image shape comes from them.
     image_shape = described_image_shape(descriptions)
-    parties.expectations = run_expectations(config, image_shape)
     factory = build_models(config.model, image_shape)
     if strategy_class.label_conditional:
         factory = label_conditional(config.model, image_shape, described_label_count(descriptions))
     with torch.device("meta"):  # shapes only: no memory, no draw from any RNG
-        parties.models = ModelReference.of(factory.generator(), factory.discriminator())
-    parties.expectations = dataclasses.replace(
-        parties.expectations, max_bytes=parties.models.reply_byte_limit(parties.expectations))
+        models = ModelReference.of(factory.generator(), factory.discriminator())
+    parties.configure(run_expectations(config, image_shape), models)
     sizes = {}
     for party, description in sorted(descriptions.items()):
         assert isinstance(description, p.Description)

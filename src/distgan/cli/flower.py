@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distgan.cli.common import COMMANDS, Command, CommandError, non_negative_int, positive_int
-from distgan.cli.train import add_config_arguments, config_from_args
+from distgan.cli.train import add_config_arguments, config_from_args, resolve_run, resumed_config
 from distgan.config import Config
 
 DESCRIPTION = """\
@@ -156,19 +156,15 @@ def _image_shape(config: Config, party_source: str | None) -> tuple[int, int, in
     return load_source(source_spec(party_source), config.data.image_size or natural_image_size(config.model)).shape
 
 
-def _run_folder(args: argparse.Namespace, config: Config) -> tuple[Config, Path, bool]:
-    from distgan import training
+def _run_folder(args: argparse.Namespace, new_config: Callable[[], Config]) -> tuple[Config, Path, bool]:
+    """``distgan train``'s rule (:func:`~distgan.cli.train.resolve_run`): --resume continues a run with
+    its own config, refusing options that differ from it (--rounds may extend it)."""
+    run = resolve_run(args, new_config)
+    if run.resume:
+        from distgan import run_folder
 
-    if args.resume is not None:
-        if args.out is not None and args.out != args.resume:
-            raise CommandError("--out and --resume name different folders; --resume continues in its own folder")
-        config = training.load_run_config(args.resume)
-        if args.rounds is not None:
-            config.train.rounds = args.rounds
-        return config, args.resume, True
-    run_dir = args.out or training.default_run_dir(config)
-    training.check_new_run_dir(run_dir, args.overwrite)
-    return config, run_dir, False
+        run_folder.write_config(run.run_dir, run.config)  # --rounds may have extended it
+    return run.config, run.run_dir, run.resume
 
 
 # -- local -----------------------------------------------------------------------------------------
@@ -189,7 +185,7 @@ def _configure_local(parser: argparse.ArgumentParser) -> None:
 def _local(args: argparse.Namespace) -> int:
     from distgan.runtime.flower.local import FlowerLaunchError, run_local
 
-    config, run_dir, resume = _run_folder(args, deployment_config(args, args.party_data))
+    config, run_dir, resume = _run_folder(args, lambda: deployment_config(args, args.party_data))
     print(f"Flower run: {config.data.parties} parties, {config.train.rounds} rounds of "
           f"{config.train.local_steps} local steps; run folder {run_dir}", file=sys.stderr)
     try:
@@ -221,7 +217,7 @@ def _configure_simulate(parser: argparse.ArgumentParser) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     from distgan.runtime.flower.simulation import RayResources, simulate
 
-    config, run_dir, resume = _run_folder(args, config_from_args(args))
+    config, run_dir, resume = _run_folder(args, lambda: config_from_args(args))
     simulate(config, run_dir, RayResources(args.cpus_per_party, args.gpus_per_party, args.ray_address),
              resume=resume, settings=_settings(args))
     print(f"run folder: {run_dir}")
@@ -244,11 +240,7 @@ def _app(args: argparse.Namespace) -> int:
     from distgan.runtime.flower.apps import write_app
 
     if args.resume:  # continue the run with its own config (only --rounds may extend it)
-        from distgan import training
-
-        config = training.load_run_config(args.run_dir)
-        if args.rounds is not None:
-            config.train.rounds = args.rounds
+        config = resumed_config(args, args.run_dir)
     else:
         config = deployment_config(args)
     path = write_app(args.out, config, args.run_dir, args.resume, _settings(args))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from distgan.api import check_registered_names
@@ -95,51 +97,76 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+
+    if args.dry_run:
+        return _dry_run(resolve_run(args, lambda: config_from_args(args), check_folder=False).config)
+    run = resolve_run(args, lambda: config_from_args(args))
+    if run.resume:
+        from distgan import run_folder
+
+        run_folder.write_config(run.run_dir, run.config)  # --rounds may have extended it
+    try:
+        _train(run.config, run.run_dir, resume=run.resume, quiet=args.quiet)
+    finally:
+        if run.created and run.run_dir.is_dir() and not any(run.run_dir.iterdir()):
+            run.run_dir.rmdir()  # setup failed and left nothing: leave no empty run folder either
+    print(f"run folder: {run.run_dir}")
+    return 0
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    config: Config
+    run_dir: Path
+    resume: bool
+    created: bool
+    """The folder did not exist before (a failed set-up removes it again)."""
+
+
+def resolve_run(args: argparse.Namespace, new_config: Callable[[], Config], check_folder: bool = True) -> ResolvedRun:
+    """The run a command trains, one rule for every command that starts or continues one (``distgan
+    train``, ``distgan flower local|simulate``): with ``--resume RUN_DIR`` that run, with its own
+    config (:func:`resumed_config`); else a new run with ``new_config()`` in ``--out`` (default
+    ``runs/<NNNNN>-...``), which must be empty unless ``--overwrite`` (not checked with ``check_folder=False``)."""
     from distgan import training
 
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise CommandError("--out and --resume name different folders; --resume continues in its own folder")
-        config = training.load_run_config(args.resume)
-        if explicit_options(args):
-            asked = config_from_args(args)
-            rounds = asked.train.rounds if args.rounds is not None else config.train.rounds
-            asked.train.rounds = config.train.rounds
-            differences = training.config_differences(config, asked)
-            if args.preset is None:  # only named flags and --set count; the preset default does not
-                flagged = {f"{s}.{n}" for f, (s, n) in FLAG_FIELDS.items() if getattr(args, f, None) is not None}
-                flagged |= {a.split("=", 1)[0] for a in args.set}
-                differences = [d for d in differences if d.split(":", 1)[0] in flagged]
-            if differences:
-                raise CommandError(f"{args.resume} was run with a different config: " + "; ".join(differences))
-            config.train.rounds = rounds
-        run_dir = args.resume
-        if args.dry_run:
-            return _dry_run(config)
-        from distgan import run_folder
-
-        run_folder.write_config(run_dir, config)
-        _train(config, run_dir, resume=True, quiet=args.quiet)
-    else:
-        config = config_from_args(args)
-        if args.dry_run:
-            return _dry_run(config)
-        run_dir = args.out or training.default_run_dir(config)
-        created = not run_dir.exists()
+        return ResolvedRun(resumed_config(args, args.resume), args.resume, True, False)
+    config = new_config()
+    run_dir = args.out or training.default_run_dir(config)
+    created = not run_dir.exists()
+    if check_folder:
         training.check_new_run_dir(run_dir, args.overwrite)
-        try:
-            _train(config, run_dir, resume=False, quiet=args.quiet)
-        finally:
-            if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-                run_dir.rmdir()  # setup failed and left nothing: leave no empty run folder either
-    print(f"run folder: {run_dir}")
-    return 0
+    return ResolvedRun(config, run_dir, False, created)
+
+
+def resumed_config(args: argparse.Namespace, run_dir: Path) -> Config:
+    """The config of the run in ``run_dir``: ``--rounds`` may extend it; any other option given that
+    differs from it is refused, naming each difference (a preset's defaults count only with --preset)."""
+    from distgan import training
+
+    config = training.load_run_config(run_dir)
+    if explicit_options(args):
+        asked = config_from_args(args)
+        rounds = asked.train.rounds if args.rounds is not None else config.train.rounds
+        asked.train.rounds = config.train.rounds
+        differences = training.config_differences(config, asked)
+        if args.preset is None:  # only named flags and --set count; the preset default does not
+            flagged = {f"{s}.{n}" for f, (s, n) in FLAG_FIELDS.items() if getattr(args, f, None) is not None}
+            flagged |= {a.split("=", 1)[0] for a in args.set}
+            differences = [d for d in differences if d.split(":", 1)[0] in flagged]
+        if differences:
+            raise CommandError(f"{run_dir} was run with a different config: " + "; ".join(differences))
+        config.train.rounds = rounds
+    return config
 
 
 def _train(config: Config, run_dir: Path, resume: bool, quiet: bool) -> None:
     """Train, turning a failed party or a failed write into one line that says what to do next."""
     from distgan import run_folder, training
-    from distgan.runtime.base import PartyFailedError
+    from distgan.parties import PartyFailedError
 
     try:
         training.train(config, run_dir, resume=resume, quiet=quiet)

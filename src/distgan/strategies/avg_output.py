@@ -13,7 +13,7 @@ from typing import ClassVar, cast
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.losses import GeneratorLoss, generator_loss
-from distgan.runtime.base import Parties
+from distgan.parties import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 
 

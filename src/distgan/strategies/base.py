@@ -18,8 +18,8 @@ from distgan import protocol as p
 from distgan.config import Config
 from distgan.generator import GeneratorTrainer
 from distgan.models import ModelFactory
+from distgan.parties import Parties
 from distgan.registry import Registry
-from distgan.runtime.base import Parties
 
 
 @dataclass

@@ -26,8 +26,8 @@ import torch
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.models.conditional import LabelConditionalGenerator
+from distgan.parties import Parties
 from distgan.privacy.random_features import COUNT_WEIGHT, RandomFeatures, public_lengthscale
-from distgan.runtime.base import Parties
 from distgan.seeding import derive_seed
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
 

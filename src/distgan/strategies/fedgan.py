@@ -18,8 +18,8 @@ import torch
 from distgan import protocol as p
 from distgan.checkpoint import prefixed, unprefixed
 from distgan.config import Config
-from distgan.party import build_discriminator, cpu_state_dict
-from distgan.runtime.base import Parties
+from distgan.networks import build_discriminator, cpu_state_dict
+from distgan.parties import Parties
 from distgan.strategies.averaging import average_states
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from distgan import protocol as p
 from distgan.config import Config
-from distgan.party import build_generator
-from distgan.runtime.base import Parties
+from distgan.networks import build_generator
+from distgan.parties import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, StrategyContext, only
 
 REPORTED_PARTY = 0

@@ -29,7 +29,7 @@ import torch
 from distgan import protocol as p
 from distgan.config import Config
 from distgan.losses import mean_of_generator_losses
-from distgan.runtime.base import Parties
+from distgan.parties import Parties
 from distgan.seeding import make_generator
 from distgan.strategies.avg_output import AverageOutput
 from distgan.strategies.base import STRATEGIES, RoundResult, only

@@ -27,7 +27,7 @@ from typing import cast
 
 from distgan import protocol as p
 from distgan.config import Config
-from distgan.runtime.base import Parties
+from distgan.parties import Parties
 from distgan.strategies.base import STRATEGIES, RoundResult, Strategy, only
 
 

@@ -32,7 +32,7 @@ from flwr.serverapp import Grid
 
 from distgan import protocol as p
 from distgan.config import Config
-from distgan.runtime.base import Parties, PartyFailedError, PartyLostError
+from distgan.parties import Parties, PartyFailedError, PartyLostError
 from distgan.runtime.flower.client import HELLO, HELLO_RECORD
 from distgan.runtime.flower.records import envelope_of, from_content, to_content
 from distgan.strategies import STRATEGIES
@@ -112,9 +112,8 @@ class FlowerParties(Parties):
     def __init__(self, grid: Grid, config: Config, settings: FlowerSettings | None = None,
                  session: str | None = None) -> None:
         count = 1 if STRATEGIES.get(config.strategy.name).pooled_data else config.data.parties
-        # The image shape is unknown until parties describe themselves; build_coordinator sets it.
-        provisional = p.Expectations((1, 1, 1), config.train.batch_size, config.train.local_steps * 4)
-        super().__init__(count, provisional, config.runtime.on_party_failure == "stop")
+        # What replies must fit is known once the parties have described themselves (Parties.configure).
+        super().__init__(count, None, config.runtime.on_party_failure == "stop")
         self.settings = settings or FlowerSettings()
         self.session = session or uuid.uuid4().hex[:12]
         self.overhead = OverheadLog()

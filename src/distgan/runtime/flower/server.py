@@ -93,7 +93,7 @@ def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coord
     return coordinator
 
 
-RUN_ID_FILE = "run-id"
+RUN_ID_FILE = run_folder.RUN_ID
 
 
 def run_id(run_dir: Path) -> str:

@@ -1,4 +1,5 @@
-"""The ``Parties`` handle: how strategies reach parties without knowing where they run.
+"""The ``Parties`` handle: how strategies reach parties without knowing where they run. The core
+interface every strategy programs against, beside the protocol; runtimes (``runtime/``) implement it.
 
 A strategy hands a mapping ``party -> request`` to :meth:`Parties.request` and gets the replies of
 the parties that answered well. Every reply is validated here, on receipt, and its bytes counted;
@@ -12,6 +13,7 @@ reloads its last saved state and sends the request again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -136,12 +138,18 @@ class Traffic:
         self.bytes_up[party] = self.bytes_up.get(party, 0) + up
 
 
+DESCRIBE_ONLY = p.Expectations(image_shape=(1, 1, 1), batch_size=1, max_steps=1)
+"""Expectations before :meth:`Parties.configure`: a ``Description`` fits them, a training reply does not."""
+
+
 class Parties(ABC):
     """All parties of a run, wherever they live."""
 
-    def __init__(self, count: int, expectations: p.Expectations, stop_on_failure: bool = False) -> None:
+    def __init__(self, count: int, expectations: p.Expectations | None = None, stop_on_failure: bool = False) -> None:
         self.count = count
-        self.expectations = expectations
+        self.expectations = expectations or DESCRIBE_ONLY
+        """What replies are checked against: set by :meth:`configure` once the parties have described
+        themselves (until then only ``Describe`` is meaningful)."""
         self.stop_on_failure = stop_on_failure
         self.failed: dict[int, str] = {}
         self.traffic = Traffic()
@@ -152,6 +160,12 @@ class Parties(ABC):
         """``runtime.on_party_failure = "wait"``: restart a lost party (where the runtime can) and retry."""
         self.saved_rounds: dict[int, int] = {}
         """The round of each party's last state saved or loaded: what a restarted party reloads."""
+
+    def configure(self, expectations: p.Expectations, models: ModelReference) -> None:
+        """After the parties' ``Describe``: the image shape, batch and steps replies must fit, and the
+        run's models (weights in replies are checked against them, and sizes bounded by them)."""
+        self.models = models
+        self.expectations = dataclasses.replace(expectations, max_bytes=models.reply_byte_limit(expectations))
 
     @property
     def active(self) -> list[int]:
