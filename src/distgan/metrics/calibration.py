@@ -96,5 +96,10 @@ def score_condition(domain_name: str, condition: Condition, metrics: list[str],
     train = domain.train_split()
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
     made = condition_images(condition, to_unit_range(train.images[order]), train.labels[order])[:count]
-    context = EvalContext(lambda n, seed: made, domain.image_shape, None, EvalSettings(generated=len(made)))
+    from distgan.metrics.domains import domain_evaluation
+    from distgan.metrics.sharp import SHARP_OF_DOMAIN
+
+    evaluation_domain = next(name for name, sharp in SHARP_OF_DOMAIN.items() if sharp == domain_name)
+    context = EvalContext(lambda n, seed: made, domain.image_shape, None, EvalSettings(generated=len(made)),
+                          evaluation=domain_evaluation(evaluation_domain))
     return len(made), compute_metrics(context, metrics)
