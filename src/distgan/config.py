@@ -65,6 +65,10 @@ class DataConfig:
     joins), so a label means the same at every party. None: a folder's sorted subfolder names (one
     folder split among parties) or the source's own numeric labels; Flower parties with labelled
     folders of their own need it (``flower local --party-data`` declares their union)."""
+    domain: str | None = None
+    """Evaluation domain of the images: ``digits``, ``fashion`` (which evaluator the labelled metrics use) or
+    ``none``; None takes the source's own (``mnist`` -> digits, ``fashion-mnist`` -> fashion, others none).
+    A declared domain is checked against the data's labels (``distgan.metrics.domains``)."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source != "", "data.source", self.source,
@@ -80,6 +84,9 @@ class DataConfig:
             self.labels = tuple(str(name) for name in self.labels)
             _require(len(self.labels) > 0 and len(set(self.labels)) == len(self.labels) and all(self.labels),
                      "data.labels", ",".join(self.labels), "must be distinct, non-empty label names")
+        if self.domain is not None:
+            _require(isinstance(self.domain, str) and self.domain.strip() == self.domain and self.domain != "",
+                     "data.domain", self.domain, "must be a domain name (digits, fashion) or none")
 
 
 @dataclass
