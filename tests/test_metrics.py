@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from distgan.metrics import EvalContext, EvalSettings, MetricUnavailable, PartyLabels, compute_metrics
+from distgan.metrics.domains import domain_evaluation
 from distgan.metrics.evaluator import accuracy, load_evaluator, weights_path
 from distgan.metrics.frechet import GaussianStats, frechet_distance
 from distgan.metrics.reference import digit_split, to_unit_range
@@ -31,7 +32,8 @@ def serve(images: torch.Tensor):
 
 
 def context(images: torch.Tensor, count: int = 1000, parties: PartyLabels | None = HALVES) -> EvalContext:
-    return EvalContext(serve(images), (1, 28, 28), parties, EvalSettings(generated=count))
+    return EvalContext(serve(images), (1, 28, 28), parties, EvalSettings(generated=count),
+                       evaluation=domain_evaluation("digits"))
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +108,14 @@ def test_party_metrics_need_labelled_public_counts_and_say_so(train_digits, tmp_
 
 
 def test_digit_metrics_refuse_other_image_shapes():
-    other = EvalContext(lambda n, s: torch.zeros(n, 3, 32, 32), (3, 32, 32), None, EvalSettings(generated=4))
+    other = EvalContext(lambda n, s: torch.zeros(n, 3, 32, 32), (3, 32, 32), None, EvalSettings(generated=4),
+                        evaluation=domain_evaluation("digits"))
     with pytest.raises(MetricUnavailable, match="1x28x28"):
         compute_metrics(other, ["cfid"])
+    no_domain = EvalContext(lambda n, s: torch.zeros(n, 1, 28, 28), (1, 28, 28), None, EvalSettings(generated=4),
+                            no_evaluation_reason="data source 'folder:/x' declares no domain")
+    with pytest.raises(MetricUnavailable, match="declares no domain"):
+        compute_metrics(no_domain, ["cfid"])
 
 
 def test_frechet_distance_matches_closed_forms():

@@ -11,6 +11,7 @@ import torch
 
 from distgan.metrics import METRICS, EvalContext, EvalSettings, compute_metrics
 from distgan.metrics.calibration import add_noise, condition_images, condition_named, gaussian_blur
+from distgan.metrics.domains import domain_evaluation
 from distgan.metrics.manifold import prdc
 from distgan.metrics.reference import digit_split, to_unit_range
 from distgan.metrics.sharp import DOMAINS, load_sharp, reference_features
@@ -25,7 +26,8 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def measure(images: torch.Tensor) -> dict:
-    context = EvalContext(lambda count, seed: images, (1, 28, 28), None, EvalSettings(generated=len(images)))
+    context = EvalContext(lambda count, seed: images, (1, 28, 28), None, EvalSettings(generated=len(images)),
+                          evaluation=domain_evaluation("digits"))
     return compute_metrics(context, SHARP)
 
 
@@ -44,8 +46,8 @@ def test_shipped_sharp_weights_are_small_and_classify_test_digits():
 def test_sharp_metrics_are_registered_as_defaults_for_digits():
     from distgan.metrics import default_metrics
 
-    assert set(SHARP) <= set(default_metrics((1, 28, 28), "mnist"))
-    assert not set(SHARP) & set(default_metrics((3, 64, 64), "folder:faces"))
+    assert set(SHARP) <= set(default_metrics((1, 28, 28), "digits"))
+    assert not set(SHARP) & set(default_metrics((3, 64, 64), None))
     assert "coverage" in METRICS and "manifold-coverage" in METRICS  # distinct names, distinct meanings
 
 

@@ -210,3 +210,14 @@ def test_sanitizer_refuses_the_travelling_generator(tmp_path):
     config.privacy.epsilon, config.privacy.mechanism = 50.0, "gradient-sanitizer"
     with pytest.raises(ValueError, match="does not cover strategy"):
         train(config, tmp_path, quiet=True)
+
+
+def test_travelling_round_robin_on_workers_equals_in_process(tmp_path):
+    """G and its Adam state cross the worker pipes (one buffer per message) and come back the same."""
+    runs = {}
+    for workers in (0, 2):
+        run_dir = tmp_path / f"w{workers}"
+        run_dir.mkdir()
+        runs[workers] = train(epoch_config(rounds=2, runtime__workers=workers), run_dir, quiet=True)
+    assert losses(stats(tmp_path / "w0")) == losses(stats(tmp_path / "w2"))
+    assert torch.equal(flat(runs[0].trainer.output_module), flat(runs[2].trainer.output_module))

@@ -9,6 +9,7 @@ Nested dataclasses, each field documented; every check lives in ``__post_init__`
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import types
@@ -64,6 +65,10 @@ class DataConfig:
     joins), so a label means the same at every party. None: a folder's sorted subfolder names (one
     folder split among parties) or the source's own numeric labels; Flower parties with labelled
     folders of their own need it (``flower local --party-data`` declares their union)."""
+    domain: str | None = None
+    """Evaluation domain of the images: ``digits``, ``fashion`` (which evaluator the labelled metrics use) or
+    ``none``; None takes the source's own (``mnist`` -> digits, ``fashion-mnist`` -> fashion, others none).
+    A declared domain is checked against the data's labels (``distgan.metrics.domains``)."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source != "", "data.source", self.source,
@@ -79,6 +84,9 @@ class DataConfig:
             self.labels = tuple(str(name) for name in self.labels)
             _require(len(self.labels) > 0 and len(set(self.labels)) == len(self.labels) and all(self.labels),
                      "data.labels", ",".join(self.labels), "must be distinct, non-empty label names")
+        if self.domain is not None:
+            _require(isinstance(self.domain, str) and self.domain.strip() == self.domain and self.domain != "",
+                     "data.domain", self.domain, "must be a domain name (digits, fashion) or none")
 
 
 @dataclass
@@ -240,6 +248,13 @@ class PrivacyConfig:
     """How a party is made private (docs/PRIVACY.md): ``dp-sgd`` on its discriminator (``auto``: every
     strategy) or ``gradient-sanitizer`` (GS-WGAN) on the feedback of feedback-only strategies; ``mean-embedding``
     is dp-merf's one Gaussian release (``auto`` picks it for dp-merf)."""
+    count_noise: float = 20.0
+    """Standard deviation of the Gaussian noise on the counts a private party publishes (``Description``:
+    label histogram and sample count, sensitivity 1 under add/remove-one); released once per dataset
+    and spent in the party's ledger (docs/PRIVACY.md)."""
+    secure_mode: bool = False
+    """Opacus's secure mode: noise and Poisson sampling from a cryptographically secure generator
+    (``torchcsprng``, which must be installed) and noise robust to floating-point attacks."""
 
     def __post_init__(self) -> None:
         if self.epsilon is not None:
@@ -251,6 +266,14 @@ class PrivacyConfig:
         if self.noise_multiplier is not None:
             _positive_float("privacy.noise_multiplier", self.noise_multiplier)
         _choice("privacy.mechanism", self.mechanism, ("auto", "dp-sgd", "gradient-sanitizer", "mean-embedding"))
+        _positive_float("privacy.count_noise", self.count_noise)
+        _require(isinstance(self.secure_mode, bool), "privacy.secure_mode", self.secure_mode, "must be true or false")
+        if self.secure_mode and importlib.util.find_spec("torchcsprng") is None:
+            raise ValueError("privacy.secure_mode=true needs the torchcsprng package (Opacus's cryptographically "
+                             "secure generator), which is not installed here: pip install torchcsprng (its last "
+                             "release, 0.2.1 of 2021, builds only against old PyTorch versions); or leave "
+                             "privacy.secure_mode off (noise then comes from PyTorch's Mersenne Twister, seeded "
+                             "from OS entropy)")
 
     @property
     def enabled(self) -> bool:

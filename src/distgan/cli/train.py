@@ -193,6 +193,9 @@ def _dry_run(config: Config) -> int:
         print(line, file=sys.stderr)
     if plan.test_split is not None:
         print(f"test split (no party holds it): {plan.test_split.size} samples, {plan.test_split.how}", file=sys.stderr)
+    from distgan.metrics.domains import run_domain
+
+    print(f"evaluation domain: {run_domain(config).note}", file=sys.stderr)
     print("dry run: config, data, split and models are valid; nothing written", file=sys.stderr)
     return 0
 

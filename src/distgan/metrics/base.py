@@ -2,7 +2,7 @@
 
 A metric is a function of an :class:`EvalContext`: a way to draw generated images, the parties'
 *public* statistics (``parties.json``: sample counts and label histograms, never samples) and,
-for the digit metrics, the public reference set. It returns namespaced values
+for the labelled metrics, the evaluator and test split of the run's domain (``evaluation``). It returns namespaced values
 (``cfid``, ``cfid/generated``, ``coverage/classes`` …), one line of ``metrics.jsonl`` per round.
 Generated images and evaluator outputs are computed once per context and shared by all metrics.
 """
@@ -16,12 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from distgan.registry import Registry
 from distgan.run_folder import TEST_SPLIT
+
+if TYPE_CHECKING:
+    from distgan.metrics.domains import RunEvaluation
 
 log = logging.getLogger("distgan")
 
@@ -96,12 +99,18 @@ class EvalContext:
 
     def __init__(self, sample: Callable[[int, int], torch.Tensor], image_shape: tuple[int, int, int],
                  parties: PartyLabels | None, settings: EvalSettings | None = None,
-                 labels: Callable[[int, int], torch.Tensor | None] | None = None) -> None:
+                 labels: Callable[[int, int], torch.Tensor | None] | None = None,
+                 evaluation: RunEvaluation | None = None,
+                 no_evaluation_reason: str = "no evaluation domain was given for these images") -> None:
         self._sample = sample
         self._labels = labels
         self.image_shape = image_shape
         self._parties = parties
         self.settings = settings or EvalSettings()
+        self.evaluation = evaluation
+        """The evaluator and test split of the run's domain (:func:`distgan.metrics.domains.evaluation_of`)."""
+        self.no_evaluation_reason = no_evaluation_reason
+        """Why ``evaluation`` is None: what the labelled metrics say instead of a number."""
         self.cache: dict[str, Any] = {}
         """Intermediate results metrics share (e.g. evaluator outputs on the generated images)."""
 
@@ -129,15 +138,16 @@ class Metric:
     compute: Callable[[EvalContext], MetricValues]
     cheap: bool
     """Cheap metrics run every ``output.eval_every`` rounds; the rest only at the end."""
-    applies: Callable[[tuple[int, int, int], str], bool]
-    """Whether the metric is a default for a run with this image shape and data source."""
+    applies: Callable[[tuple[int, int, int], str | None], bool]
+    """Whether the metric is a default for a run with this image shape and evaluation domain (None: the run's
+    images have no evaluator); the labelled metrics use :func:`distgan.metrics.domains.has_domain`."""
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def default_metrics(image_shape: tuple[int, int, int], source: str) -> list[str]:
-    return [name for name in METRICS.names() if METRICS.get(name).applies(image_shape, source)]
+def default_metrics(image_shape: tuple[int, int, int], domain: str | None) -> list[str]:
+    return [name for name in METRICS.names() if METRICS.get(name).applies(image_shape, domain)]
 
 
 def compute_metrics(context: EvalContext, names: list[str], skip_unavailable: bool = False) -> MetricValues:

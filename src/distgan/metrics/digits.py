@@ -1,66 +1,62 @@
-"""Metrics for MNIST-like runs, computed with the shipped evaluator against the public reference.
+"""The labelled metrics, computed with the evaluator of the run's domain against its test split.
 
-- ``cfid``: Fréchet distance between evaluator features of generated and held-out real digits.
-- ``coverage``: which digits are generated with confidence, the histogram, KL to the parties' union.
+The domain (digits, fashion, ...; :mod:`distgan.metrics.domains`) decides the evaluator and the
+reference; a run without one gets "unavailable", never a number from another domain's evaluator.
+
+- ``cfid``: Fréchet distance between evaluator features of generated and test-split real images.
+- ``coverage``: which classes are generated with confidence, the histogram, KL to the parties' union.
 - ``party-coverage``: for each party, which of *its* labels show up ("did my data count?").
 - ``cis``: Inception-Score-style ``exp E_x KL(p(y|x) || p(y))`` with the evaluator (1 to 10).
 - ``tstr``: train a fresh classifier on labelled samples (the generated labels of a label-conditional G,
-  else the evaluator's), test on held-out real digits.
+  else the evaluator's), test on the real test split.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distgan.data import LabelledImages
 from distgan.metrics.base import METRICS, EvalContext, Metric, MetricUnavailable, MetricValues
-from distgan.metrics.evaluator import Outputs, evaluate_images, load_evaluator
+from distgan.metrics.domains import RunEvaluation, domain_evaluation, evaluation_of, has_domain
+from distgan.metrics.evaluator import Outputs
 from distgan.metrics.frechet import GaussianStats, frechet_distance
-from distgan.metrics.reference import DIGIT_SHAPE, NUM_CLASSES, digit_split, to_unit_range
+from distgan.metrics.reference import NUM_CLASSES, to_unit_range
 
 CONFIDENCE = 0.8
-"""A prediction counts as confident at this softmax probability (95% of real held-out digits pass)."""
+"""A prediction counts as confident at this softmax probability (95% of real test digits pass)."""
 COVERED_FRACTION = 0.01
 """A class is covered when at least this fraction of all generated samples are confident predictions of it."""
 TSTR_EPOCHS = 8
 
 
-def digit_run(image_shape: tuple[int, int, int], source: str) -> bool:
-    return tuple(image_shape) == DIGIT_SHAPE and source.split(":", 1)[0] == "mnist"
-
-
-@functools.lru_cache(maxsize=1)
-def reference_outputs() -> Outputs:
-    return evaluate_images(load_evaluator(), to_unit_range(digit_split().held_out.images))
-
-
-@functools.lru_cache(maxsize=1)
-def reference_stats() -> GaussianStats:
-    return GaussianStats.of(reference_outputs().features)
-
-
 def generated_outputs(context: EvalContext) -> Outputs:
-    if "digit-outputs" not in context.cache:
-        if tuple(context.image_shape) != DIGIT_SHAPE:
-            raise MetricUnavailable(f"the digit metrics need 1x28x28 images, this run makes "
-                                    f"{'x'.join(map(str, context.image_shape))}; use fid for other images")
-        context.cache["digit-outputs"] = evaluate_images(load_evaluator(), context.generated)
-    outputs: Outputs = context.cache["digit-outputs"]
+    """The run's evaluator on the generated images, computed once per context."""
+    evaluation = evaluation_of(context)
+    if "evaluator-outputs" not in context.cache:
+        context.cache["evaluator-outputs"] = evaluation.outputs(context.generated)
+    outputs: Outputs = context.cache["evaluator-outputs"]
     return outputs
 
 
-def classifier_fid(features: torch.Tensor) -> float:
-    return frechet_distance(GaussianStats.of(features), reference_stats())
+def reference_stats(evaluation: RunEvaluation) -> GaussianStats:
+    return GaussianStats.of(evaluation.reference_outputs().features)
+
+
+def classifier_fid(features: torch.Tensor, evaluation: RunEvaluation | None = None) -> float:
+    """Fréchet distance of ``features`` to the reference's (default: the digits domain's test split)."""
+    evaluation = evaluation or domain_evaluation("digits")
+    return frechet_distance(GaussianStats.of(features), reference_stats(evaluation))
 
 
 def cfid(context: EvalContext) -> MetricValues:
+    evaluation = evaluation_of(context)
     outputs = generated_outputs(context)
-    return {"cfid": classifier_fid(outputs.features), "cfid/generated": len(outputs.features),
-            "cfid/reference": len(reference_outputs().features)}
+    return {"cfid": classifier_fid(outputs.features, evaluation), "cfid/generated": len(outputs.features),
+            "cfid/reference": len(evaluation.reference)}
 
 
 def confident_histogram(probabilities: torch.Tensor) -> torch.Tensor:
@@ -75,16 +71,17 @@ def covered_classes(probabilities: torch.Tensor) -> list[int]:
 
 
 def coverage(context: EvalContext) -> MetricValues:
+    classes = evaluation_of(context).domain.classes
     probabilities = generated_outputs(context).probabilities
     counts = confident_histogram(probabilities)
     covered = covered_classes(probabilities)
     values: MetricValues = {
         "coverage/classes": len(covered),
-        "coverage/missing": [c for c in range(NUM_CLASSES) if c not in covered],
+        "coverage/missing": [c for c in range(classes) if c not in covered],
         "coverage/histogram": counts.tolist(),
         "coverage/confident": float(counts.sum()) / len(probabilities),
     }
-    target = context.parties.union_distribution(NUM_CLASSES) if context._parties is not None else None
+    target = context.parties.union_distribution(classes) if context._parties is not None else None
     if target is not None and counts.sum() > 0:
         # KL(generated || union of the parties' data); a tiny floor keeps a label no party holds finite.
         generated = counts.double() / counts.sum()
@@ -115,7 +112,7 @@ def inception_style_score(probabilities: torch.Tensor) -> float:
 
 def cis(context: EvalContext) -> MetricValues:
     return {"cis": inception_style_score(generated_outputs(context).probabilities),
-            "cis/reference": inception_style_score(reference_outputs().probabilities)}
+            "cis/reference": inception_style_score(evaluation_of(context).reference_outputs().probabilities)}
 
 
 def fresh_classifier() -> nn.Module:
@@ -144,37 +141,47 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, seed: int = 0) 
 
 
 @torch.no_grad()
-def held_out_accuracy(model: nn.Module) -> float:
-    held_out = digit_split().held_out
-    predicted = model(to_unit_range(held_out.images)).argmax(1)
-    return float((predicted == held_out.labels).double().mean())
+def held_out_accuracy(model: nn.Module, test: LabelledImages | None = None) -> float:
+    """Accuracy on a test split (default: the digits domain's)."""
+    test = test if test is not None else domain_evaluation("digits").reference
+    predicted = torch.cat([model(to_unit_range(part)).argmax(1) for part in test.images.split(2000)])
+    return float((predicted == test.labels).double().mean())
 
 
-@functools.lru_cache(maxsize=4)
-def real_baseline(count: int) -> float:
-    """The same recipe trained on ``count`` real digits of the evaluator's train split (TRTR)."""
-    train = digit_split().train
-    count = min(count, len(train))
-    return held_out_accuracy(train_classifier(to_unit_range(train.images[:count]), train.labels[:count]))
+_REAL_BASELINES: dict[tuple[int, str, str], float] = {}
+
+
+def real_baseline(count: int, evaluation: RunEvaluation | None = None) -> float:
+    """The same recipe trained on ``count`` real images of the domain's evaluator train split (TRTR),
+    tested on the same test split as the synthetic one (computed once per process)."""
+    evaluation = evaluation or domain_evaluation("digits")
+    key = (count, evaluation.domain.name, evaluation.reference_name)
+    if key not in _REAL_BASELINES:
+        train = evaluation.train
+        size = min(count, len(train))
+        model = train_classifier(to_unit_range(train.images[:size]), train.labels[:size])
+        _REAL_BASELINES[key] = held_out_accuracy(model, evaluation.reference)
+    return _REAL_BASELINES[key]
 
 
 def tstr(context: EvalContext) -> MetricValues:
     """A label-conditional G's samples train with the labels they were generated for; others with the
     evaluator's predictions (which favour samples the evaluator already recognises)."""
+    evaluation = evaluation_of(context)
     images = context.generated
     labels = context.generated_labels
     if labels is None:
         labels = generated_outputs(context).probabilities.argmax(1)
-    return {"tstr/accuracy": held_out_accuracy(train_classifier(images, labels)),
-            "tstr/real_baseline": real_baseline(len(images)),
-            "tstr/train_samples": len(images), "tstr/test_samples": len(digit_split().held_out)}
+    return {"tstr/accuracy": held_out_accuracy(train_classifier(images, labels), evaluation.reference),
+            "tstr/real_baseline": real_baseline(len(images), evaluation),
+            "tstr/train_samples": len(images), "tstr/test_samples": len(evaluation.reference)}
 
 
 for _name, _compute, _cheap, _summary in [
-    ("cfid", cfid, True, "Fréchet distance of evaluator features, generated vs held-out real digits"),
-    ("coverage", coverage, True, "digits generated with confidence, histogram, KL to the parties' labels"),
+    ("cfid", cfid, True, "Fréchet distance of evaluator features, generated vs test-split real images"),
+    ("coverage", coverage, True, "classes generated with confidence, histogram, KL to the parties' labels"),
     ("party-coverage", party_coverage, True, "for each party, which of its labels the generator makes"),
-    ("cis", cis, True, "Inception-Score-style score with the MNIST evaluator (1 to 10)"),
-    ("tstr", tstr, False, "train on synthetic (evaluator-labelled), test on held-out real digits"),
+    ("cis", cis, True, "Inception-Score-style score with the run's evaluator (1 to 10)"),
+    ("tstr", tstr, False, "train on synthetic (evaluator-labelled), test on the real test split"),
 ]:
-    METRICS.register(_name, _summary)(Metric(_compute, _cheap, digit_run))
+    METRICS.register(_name, _summary)(Metric(_compute, _cheap, has_domain))

@@ -1,11 +1,12 @@
-"""The MNIST evaluator: a small CNN that classifies digits and embeds them for classifier-FID.
+"""The evaluators: small CNNs that classify 28x28 grey images and embed them for classifier-FID.
 
-Trained by ``distgan evaluator train`` on the 4,000-digit split of the bundled MNIST (see
-:mod:`distgan.metrics.reference`) with light augmentation (small random shifts, rotations and
-scalings: 4,000 digits are few, and generated digits are rarely centred as neatly as real ones);
-its weights ship inside the package (``assets/mnist-evaluator.safetensors``) so evaluation never
-downloads anything. Inputs are images in [-1, 1], ``[N, 1, 28, 28]``, the generators' range.
-"""
+One per domain (:mod:`distgan.metrics.domains`): digits (trained by ``distgan evaluator train`` on the
+4,000-digit train part of the bundled MNIST, see :mod:`distgan.metrics.reference`, with light
+augmentation: small random shifts, rotations and scalings, as 4,000 digits are few and generated digits
+are rarely centred as neatly as real ones) and Fashion-MNIST (its 60,000 train images, 1 px shifts
+only). Their weights ship inside the package (``assets/*-evaluator.safetensors``) so evaluation never
+downloads anything; neither ever saw its domain's test split. Inputs are images in [-1, 1],
+``[N, 1, 28, 28]``, the generators' range."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from distgan.checkpoint import atomic_write_bytes
-from distgan.metrics.reference import DIGIT_SHAPE, NUM_CLASSES, digit_split, to_unit_range
+from distgan.metrics.reference import DIGIT_SHAPE, NUM_CLASSES, EvaluationSplit, to_unit_range
 
 log = logging.getLogger("distgan")
 
@@ -85,8 +86,9 @@ def evaluate_images(model: DigitClassifier, images: torch.Tensor, chunk: int = 5
     return Outputs(torch.cat(features), torch.cat(probabilities))
 
 
-def weights_path() -> Path:
-    return Path(str(resources.files("distgan") / "assets" / WEIGHTS_NAME))
+def weights_path(name: str = WEIGHTS_NAME) -> Path:
+    """A shipped weights file (default: the MNIST evaluator's)."""
+    return Path(str(resources.files("distgan") / "assets" / name))
 
 
 @functools.lru_cache(maxsize=2)
@@ -94,13 +96,13 @@ def load_evaluator(path: Path | None = None) -> DigitClassifier:
     """The shipped evaluator (or one at ``path``), in eval mode. Cached: treat it as read-only."""
     path = path or weights_path()
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: MNIST evaluator weights missing; recreate them with "
-                                f"`distgan evaluator train --out {path}`")
+        raise FileNotFoundError(f"{path}: evaluator weights missing; recreate them with "
+                                f"`distgan evaluator train --out {path}` (--domain for other than digits)")
     model = DigitClassifier()
     try:
         model.load_state_dict(load_safetensors(path.read_bytes()))
     except (SafetensorError, RuntimeError, KeyError) as error:  # a corrupt or foreign file: say which and how
-        raise ValueError(f"{path}: not MNIST evaluator weights ({error}); recreate them with "
+        raise ValueError(f"{path}: not evaluator weights ({error}); recreate them with "
                          "`distgan evaluator train`") from None
     return model.eval()
 
@@ -140,9 +142,9 @@ def augment(images: torch.Tensor, recipe: TrainRecipe, generator: torch.Generato
     return F.grid_sample(images + 1, grid, align_corners=False, padding_mode="zeros") - 1
 
 
-def train_evaluator(recipe: TrainRecipe = TrainRecipe()) -> tuple[DigitClassifier, dict[str, float]]:
-    """Train on the 4,000-digit split; report accuracy on the 1,000 held-out digits."""
-    split = digit_split()
+def train_evaluator(split: EvaluationSplit, recipe: TrainRecipe = TrainRecipe()) -> \
+        tuple[DigitClassifier, dict[str, float]]:
+    """Train on the split's train part; report accuracy on its test split (which training never sees)."""
     images, labels = to_unit_range(split.train.images), split.train.labels
     generator = torch.Generator().manual_seed(recipe.seed)
     with torch.random.fork_rng(devices=[]):
@@ -162,7 +164,7 @@ def train_evaluator(recipe: TrainRecipe = TrainRecipe()) -> tuple[DigitClassifie
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-            if (epoch + 1) % 5 == 0 or epoch + 1 == recipe.epochs:
+            if (epoch + 1) % 5 == 0 or epoch + 1 == recipe.epochs or len(images) > 10_000:  # big: every epoch
                 held_out = accuracy(model, to_unit_range(split.held_out.images), split.held_out.labels)
                 log.info("evaluator epoch %d/%d: held-out accuracy %.4f (%.0f s)", epoch + 1, recipe.epochs,
                          held_out, time.perf_counter() - started)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from distgan.metrics.base import METRICS, EvalContext, Metric, MetricUnavailable, MetricValues
 from distgan.metrics.frechet import GaussianStats, frechet_distance
-from distgan.metrics.reference import DIGIT_SHAPE, digit_split, to_unit_range
+from distgan.metrics.reference import to_unit_range
 
 INCEPTION_SIDE = 299
 TF_INPUT_RANGE = (-1.0, 0.9921875)
@@ -101,9 +101,10 @@ def reference_stats(context: EvalContext, features: FeatureFn) -> tuple[Gaussian
     reference = context.settings.reference
     if reference is not None:
         return _stats_from(reference, context, features), str(reference)
-    if tuple(context.image_shape) == DIGIT_SHAPE:
-        held_out = digit_split().held_out
-        return GaussianStats.of(features(to_unit_range(held_out.images))), "mnist held-out digits"
+    evaluation = context.evaluation  # the test split of the run's domain, never another domain's images
+    if evaluation is not None and tuple(context.image_shape) == evaluation.domain.image_shape:
+        test = evaluation.reference
+        return GaussianStats.of(features(to_unit_range(test.images))), evaluation.reference_name
     raise MetricUnavailable("fid needs a public reference for these images: pass --reference DIR (a folder "
                             "of images) or --reference FILE.npz (Inception statistics mu, sigma, count)")
 

@@ -24,21 +24,31 @@ NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
-class DigitSplit:
+class EvaluationSplit:
+    """A public source's train part (what its evaluator learns from) and test split (the reference)."""
+
     train: LabelledImages
-    """4,000 digits the evaluator learns from: the bundled source's train part."""
+    """The bundled MNIST: 4,000 digits; Fashion-MNIST: the 60,000 train images."""
     held_out: LabelledImages
-    """1,000 digits no party and no evaluator trains on: the test split, the public reference of the metrics."""
+    """The test split: no party and no evaluator trains on it; the public reference of the metrics."""
 
 
-@functools.lru_cache(maxsize=1)
-def digit_split() -> DigitSplit:
-    split = split_source("mnist", None, None)
-    # The source is sorted by label: shuffle (fixed seed), so a prefix of either part holds every digit.
+@functools.lru_cache(maxsize=4)
+def evaluation_split(source: str) -> EvaluationSplit:
+    """The split of a public source (``mnist``, ``fashion-mnist``) an evaluator is trained and tested on."""
+    split = split_source(source, None, None)
+    if len(split.test) == 0:
+        raise ValueError(f"data source {source!r} has no test split to evaluate on")
+    # Sources may come sorted by label: shuffle (fixed seed), so a prefix of either part holds every label.
     generator = torch.Generator().manual_seed(TEST_SPLIT_SEED)
-    return DigitSplit(train=split.train.subset(torch.randperm(len(split.train), generator=generator),
-                                               name="mnist evaluator train split"),
-                      held_out=split.test.subset(torch.randperm(len(split.test), generator=generator),
-                                                 name="mnist test split (reference)"))
+    return EvaluationSplit(train=split.train.subset(torch.randperm(len(split.train), generator=generator),
+                                                    name=f"{source} evaluator train split"),
+                           held_out=split.test.subset(torch.randperm(len(split.test), generator=generator),
+                                                      name=f"{source} test split (reference)"))
+
+
+def digit_split() -> EvaluationSplit:
+    """The bundled MNIST's split: 4,000 train digits, 1,000 test digits (100 per digit)."""
+    return evaluation_split("mnist")
 
 

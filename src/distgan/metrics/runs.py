@@ -27,6 +27,7 @@ from distgan.metrics.base import (
     compute_metrics,
     default_metrics,
 )
+from distgan.metrics.domains import DomainDecision, RunEvaluation, run_domain, run_evaluation
 from distgan.models.conditional import generated_labels
 from distgan.sampling import generate, load_generator, seeded_latents
 
@@ -41,20 +42,30 @@ HEADLINE = ("cfid", "coverage/classes", "cis", "fid")
 """Scalars shown in the progress line (when computed)."""
 
 
-def select_metrics(config: Config, image_shape: tuple[int, int, int], names: list[str] | None = None) -> list[str]:
-    """The metrics a run computes: explicit names (validated), else the defaults for its data."""
+def select_metrics(config: Config, image_shape: tuple[int, int, int], names: list[str] | None = None,
+                   domain: str | None = None) -> list[str]:
+    """The metrics a run computes: explicit names (validated), else the defaults for its domain."""
     chosen = list(names if names is not None else config.output.metrics or [])
     for name in chosen:
         METRICS.get(name)  # unknown names fail here, listing the valid ones
     if names is None and config.output.metrics is None:
-        chosen = default_metrics(image_shape, config.data.source)
+        chosen = default_metrics(image_shape, domain)
     return chosen
 
 
-def no_metrics_note(config: Config, image_shape: tuple[int, int, int]) -> str:
+def no_metrics_note(config: Config, image_shape: tuple[int, int, int], reason: str = "") -> str:
     return (f"no default metrics for data {config.data.source!r} with {'x'.join(map(str, image_shape))} images: "
-            "the digit metrics (cfid, coverage, ...) need MNIST; Inception FID needs a public reference set: "
-            "distgan evaluate RUN_DIR --metrics fid --reference DIR")
+            f"the labelled metrics (cfid, coverage, ...) are unavailable ({reason or 'no evaluation domain'}); "
+            "Inception FID needs a public reference set: distgan evaluate RUN_DIR --metrics fid --reference DIR")
+
+
+UNAVAILABLE_KEY = "evaluator"
+"""metrics.jsonl key naming the evaluator's domain, or ``unavailable: <why>`` instead of labelled numbers."""
+
+
+def decide_evaluation(config: Config) -> tuple[DomainDecision, RunEvaluation | None]:
+    decision = run_domain(config)
+    return decision, run_evaluation(config, decision)
 
 
 def headline(values: MetricValues) -> dict[str, float]:
@@ -89,10 +100,12 @@ class RunMetrics:
         config = coordinator.config
         self.settings = settings or EvalSettings(device=coordinator.trainer.device)
         self.image_shape = coordinator.trainer.factory.image_shape
-        self.names = select_metrics(config, self.image_shape)
+        self.decision, self.evaluation = decide_evaluation(config)
+        log.info("evaluation domain: %s", self.decision.note)
+        self.names = select_metrics(config, self.image_shape, domain=self.decision.domain)
         self.cheap = [n for n in self.names if METRICS.get(n).cheap]
         if not self.names:
-            log.info(no_metrics_note(config, self.image_shape))
+            log.info(no_metrics_note(config, self.image_shape, self.decision.note))
         else:
             self._check_applicable()
 
@@ -109,7 +122,8 @@ class RunMetrics:
             from distgan.metrics.digits import generated_outputs
 
             generated_outputs(EvalContext(lambda n, s: torch.zeros(n, *self.image_shape), self.image_shape, None,
-                                          probe))
+                                          probe, evaluation=self.evaluation,
+                                          no_evaluation_reason=self.decision.note))
 
     def context(self) -> EvalContext:
         coordinator = self.coordinator
@@ -121,11 +135,13 @@ class RunMetrics:
         def labels(count: int, seed: int) -> torch.Tensor | None:
             return generated_labels(coordinator.strategy.sampling_generator(), seeded_latents(count, latent_dim, seed))
 
-        return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings, labels)
+        return EvalContext(sample, self.image_shape, parties_of(coordinator.run_dir), self.settings, labels,
+                           evaluation=self.evaluation, no_evaluation_reason=self.decision.note)
 
     def measure(self, names: list[str]) -> MetricValues:
         started = time.perf_counter()
         values = compute_metrics(self.context(), names, skip_unavailable=True)
+        values[UNAVAILABLE_KEY] = evaluator_statement(self.decision)
         values["time/eval_s"] = time.perf_counter() - started
         return values
 
@@ -144,6 +160,9 @@ class RunMetrics:
 
     def on_end(self, coordinator: Coordinator) -> None:
         if not self.names:
+            if self.decision.domain is None:  # say so in metrics.jsonl (and so the report), not only the log
+                append_metrics(coordinator.run_dir, coordinator.round,
+                               {UNAVAILABLE_KEY: evaluator_statement(self.decision)}, coordinator.elapsed_s)
             return
         try:
             values = self.measure(self.names)
@@ -168,9 +187,10 @@ def evaluate_run(run_dir: Path, round_number: int | None = None, names: list[str
     settings = settings or EvalSettings()
     generator = generator.to(settings.device)
     image_shape = tuple(generator(torch.zeros(2, config.model.latent_dim, device=settings.device)).shape[1:])
-    chosen = select_metrics(config, image_shape, names)  # type: ignore[arg-type]
+    decision, evaluation = decide_evaluation(config)
+    chosen = select_metrics(config, image_shape, names, decision.domain)  # type: ignore[arg-type]
     if not chosen:
-        raise MetricUnavailable(no_metrics_note(config, image_shape))  # type: ignore[arg-type]
+        raise MetricUnavailable(no_metrics_note(config, image_shape, decision.note))  # type: ignore[arg-type]
 
     def sample(count: int, seed: int) -> torch.Tensor:  # the latents of training-time metrics
         return generate(generator, count, seed, config.model.latent_dim, settings.device)
@@ -178,5 +198,13 @@ def evaluate_run(run_dir: Path, round_number: int | None = None, names: list[str
     def labels(count: int, seed: int) -> torch.Tensor | None:
         return generated_labels(generator, seeded_latents(count, config.model.latent_dim, seed))
 
-    context = EvalContext(sample, image_shape, parties_of(run_dir), settings, labels)  # type: ignore[arg-type]
-    return found_round, compute_metrics(context, chosen)
+    context = EvalContext(sample, image_shape, parties_of(run_dir), settings, labels,  # type: ignore[arg-type]
+                          evaluation=evaluation, no_evaluation_reason=decision.note)
+    values = compute_metrics(context, chosen)
+    values[UNAVAILABLE_KEY] = evaluator_statement(decision)
+    return found_round, values
+
+
+def evaluator_statement(decision: DomainDecision) -> str:
+    """``digits`` / ``fashion``: the evaluator that made the labelled numbers; or why there are none."""
+    return decision.domain if decision.domain is not None else f"unavailable: {decision.note}"

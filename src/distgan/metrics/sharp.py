@@ -61,9 +61,19 @@ DOMAINS: dict[str, SharpDomain] = {
 }
 
 
+SHARP_OF_DOMAIN = {"digits": "mnist"}
+"""Evaluation domain (:mod:`distgan.metrics.domains`) -> its sharp feature space (none for fashion yet)."""
+
+
 def domain_of(context: EvalContext) -> SharpDomain:
-    """The sharp domain of the run (digits today): never a digit space for other images."""
-    domain = DOMAINS["mnist"]
+    """The sharp space of the run's evaluation domain: never a digit space for other images."""
+    from distgan.metrics.domains import evaluation_of
+
+    evaluation_domain = evaluation_of(context).domain.name  # MetricUnavailable (with why) for a run without one
+    if evaluation_domain not in SHARP_OF_DOMAIN:
+        raise MetricUnavailable(f"no sharp feature space for the {evaluation_domain} domain yet (sharp spaces: "
+                                f"{', '.join(SHARP_OF_DOMAIN)})")
+    domain = DOMAINS[SHARP_OF_DOMAIN[evaluation_domain]]
     if tuple(context.image_shape) != domain.image_shape:
         raise MetricUnavailable(f"the sharp metrics need 1x28x28 images, this run makes "
                                 f"{'x'.join(map(str, context.image_shape))}; use fid for other images")
@@ -149,10 +159,11 @@ def fd_sharp(context: EvalContext) -> MetricValues:
             "fd-sharp/generated": len(features), "fd-sharp/reference": len(reference_features(domain))}
 
 
-def applies(image_shape: tuple[int, int, int], source: str) -> bool:
-    from distgan.metrics.digits import digit_run
+def applies(image_shape: tuple[int, int, int], domain: str | None) -> bool:
+    """A default metric wherever the run's evaluation domain has a sharp feature space."""
+    from distgan.metrics.domains import has_domain
 
-    return digit_run(image_shape, source)
+    return has_domain(image_shape, domain) and domain in SHARP_OF_DOMAIN
 
 
 METRICS.register("fd-sharp", "Fréchet distance in the features of a LeNet trained without augmentation "
