@@ -86,6 +86,14 @@ def quiet_output(rounds: int) -> OutputConfig:
     return OutputConfig(sample_every=rounds, checkpoint_every=rounds, eval_every=rounds, log_every=rounds)
 
 
+class TableRows(list[tuple[str, str, str]]):
+    """Rows printed as they are measured (a long benchmark shows its progress, and a cut one its rows)."""
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        super().append(row)
+        print(f"| {row[0]} | {row[1]} | {row[2]} |", flush=True)
+
+
 def best(rates: list[tuple[float, float]]) -> tuple[float, float]:
     return max(r[0] for r in rates), max(r[1] for r in rates)
 
@@ -107,7 +115,10 @@ def main() -> None:
     batch = 64
     load_before = load_average()
 
-    rows = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, best of {args.repeats}, "
+          f"{os.cpu_count()} CPUs\n")
+    print("| measurement | rate (wall / CPU time) | ratio (wall / CPU time) |\n|---|---|---|", flush=True)
+    rows = TableRows()
     # No weight average: the plain loop keeps none (like for like).
     central = Config(data=DataConfig(split="iid"), model=ModelConfig(name="paper-mlp"),
                      train=TrainConfig(rounds=args.steps, batch_size=batch, g_average=None),
@@ -150,11 +161,7 @@ def main() -> None:
                 rows.append((f"avg-output {parties} parties, --workers {workers}", f"{rates[workers]:.0f} samples/s",
                              ratio))
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, best of {args.repeats}, "
-          f"{os.cpu_count()} CPUs, load average (1/5/15 min) {load_before} before, {load_average()} after\n")
-    print("| measurement | rate (wall / CPU time) | ratio (wall / CPU time) |\n|---|---|---|")
-    for row in rows:
-        print(f"| {row[0]} | {row[1]} | {row[2]} |")
+    print(f"load average (1/5/15 min) {load_before} before, {load_average()} after")
 
 
 if __name__ == "__main__":

@@ -73,12 +73,16 @@ def test_the_release_spends_exactly_one_gaussian_mechanism(tmp_path):
     reply = party.handle(release_request())
     assert isinstance(reply, p.EmbeddingRelease)
     sigma, delta = engine.plan.noise_multiplier, engine.plan.target_delta
-    assert engine.ledger.steps == 1
-    # The ledger's epsilon is the target (Opacus's noise search stops within 0.01 below it) and equals
-    # the closed-form epsilon of one Gaussian mechanism of this sigma.
+    # The ledger holds the party's noisy counts (its Description, one Gaussian at privacy.count_noise,
+    # docs/PRIVACY.md) and the release: two Gaussian mechanisms, composed. Its epsilon is the target
+    # (the noise search stops within 0.01 below it) and equals the closed-form epsilon of their
+    # composition: RDP alpha / (2 sigma^2) adds, so one Gaussian of 1/sigma_eff^2 = sum of 1/sigma^2.
+    counts_sigma = engine.plan.prior[0][0]
+    assert engine.ledger.steps == 2 and engine.ledger.accountant.history[0] == (counts_sigma, 1.0, 1)
     assert 1.99 - 1e-9 <= engine.ledger.epsilon <= 2.0
     assert math.isclose(reply.epsilon, engine.ledger.epsilon)
-    assert math.isclose(reply.epsilon, gaussian_epsilon(sigma, delta), rel_tol=1e-3)
+    sigma_eff = (sigma ** -2 + counts_sigma ** -2) ** -0.5
+    assert math.isclose(reply.epsilon, gaussian_epsilon(sigma_eff, delta), rel_tol=1e-3)
     # The noise actually added has standard deviation sigma * sensitivity (= sigma under add/remove).
     data = party._data
     exact = embed_images(data.images, data.labels, RandomFeatures(7, FEATURES, 20.0, 784), 10)
@@ -93,9 +97,10 @@ def test_a_repeated_request_gets_the_identical_reply_and_the_ledger_does_not_mov
     second = party.handle(release_request())
     assert torch.equal(first.embedding, second.embedding) and first.epsilon == second.epsilon
     assert (party.privacy.ledger.epsilon, party.privacy.ledger.steps) == (spent, steps)
-    # A restarted party (its state carried over, as Flower deployment and checkpoints do) answers the same.
+    # A restarted party (its state carried over, as Flower deployment and checkpoints do; its ledger
+    # from its journal in the same folder) answers the same.
     tensors, meta = party.state_tensors()
-    restarted = private_party(tmp_path / "again")
+    restarted = private_party(tmp_path)
     restarted.load_state_tensors(tensors, meta)
     third = restarted.handle(release_request())
     assert torch.equal(first.embedding, third.embedding)

@@ -17,7 +17,7 @@ from distgan import protocol as p
 from distgan.config import Config, ModelConfig, PrivacyConfig
 from distgan.data.sources import make_fake
 from distgan.losses import generator_input_gradient, generator_loss, mean_of_generator_losses
-from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, make_plan
+from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, counts_release, make_plan
 from distgan.privacy.mechanisms import (
     DPSGDDiscriminator,
     GradientSanitizer,
@@ -49,8 +49,8 @@ def test_noise_from_target_epsilon_reaches_it_over_the_planned_steps(make_config
     made = make_plan(config, "dp-sgd", samples=120)
     assert made.sample_rate == pytest.approx(8 / 120) and made.planned_steps == 40
     reference = RDPAccountant()
-    reference.history = [(made.noise_multiplier, made.sample_rate, made.planned_steps)]
-    assert 3.0 - 0.02 <= reference.get_epsilon(delta=made.target_delta) <= 3.0
+    reference.history = [counts_release(config), (made.noise_multiplier, made.sample_rate, made.planned_steps)]
+    assert 3.0 - 0.02 <= reference.get_epsilon(delta=made.target_delta) <= 3.0  # the counts' release included
     # The sanitizer's query touches every record: no subsampling, B Gaussian releases per step.
     sanitizer = make_plan(config, "gradient-sanitizer", samples=120)
     assert sanitizer.sample_rate == 1.0 and sanitizer.planned_steps == 40 * 8
@@ -68,9 +68,12 @@ def test_every_private_d_step_is_planned_and_spent(make_config, tmp_path) -> Non
     assert make_plan(config, "gradient-sanitizer", samples=120).planned_steps == 4 * 8
     train(config, tmp_path, quiet=True)
     last = json.loads((tmp_path / "stats.jsonl").read_text().splitlines()[-1])
+    # The party planned with its published (noisy) count, around the release of its counts.
+    published = json.loads((tmp_path / "parties.json").read_text())["0"]["samples"]
+    spent = make_plan(config, "dp-sgd", samples=published)
     reference = RDPAccountant()
-    reference.history = [(made.noise_multiplier, made.sample_rate, 4 * 3)]
-    assert last["parties"]["0"]["epsilon"] == pytest.approx(reference.get_epsilon(delta=made.target_delta))
+    reference.history = [counts_release(config), (spent.noise_multiplier, spent.sample_rate, 4 * 3)]
+    assert last["parties"]["0"]["epsilon"] == pytest.approx(reference.get_epsilon(delta=spent.target_delta))
 
 
 def test_default_delta_and_unaffordable_budget(make_config) -> None:
@@ -93,7 +96,7 @@ def test_config_rejects_batch_norm_under_dp_and_bad_ranges() -> None:
 def test_sanitizer_is_refused_for_strategies_that_send_weights(make_config) -> None:
     config = make_config("fedgan", privacy__epsilon=5.0, privacy__mechanism="gradient-sanitizer")
     with pytest.raises(ValueError, match="does not cover strategy 'fedgan'"):
-        build_party_privacy(config, 0, 100)
+        build_party_privacy(config, 0, make_fake(n=100, channels=1, size=4, classes=2), 2)
 
 
 # -- clipping ------------------------------------------------------------------------------------------
@@ -165,7 +168,8 @@ def test_release_filter_withholds_what_its_mechanism_does_not_cover() -> None:
     released = engine.release(weights)
     assert isinstance(released, p.WeightsReply) and released.stats.d_real == 0.0
     description = p.Description(samples=5, label_counts=torch.zeros(2, dtype=torch.int64))
-    assert engine.release(description) is description
+    with pytest.raises(PrivacyViolation, match="exact counts are withheld"):
+        engine.release(description)  # a party that published no noisy counts publishes none
 
     with pytest.raises(TypeError, match="must state reveals"):  # a reply that does not say what it reveals
 
@@ -177,37 +181,42 @@ def test_release_filter_withholds_what_its_mechanism_does_not_cover() -> None:
         engine.release(p.SaveState(1))  # not a reply: nothing of it is released
 
 
-def test_ledger_and_secret_rng_survive_a_checkpoint() -> None:
+def test_a_checkpoint_holds_no_ledger_and_no_random_state_and_a_load_reseeds() -> None:
+    """The ledger lives in the party's journal (tests/test_privacy_holes.py); a checkpoint holds only the
+    mechanism's name, and loading one draws fresh OS entropy for the noise and the sampling."""
     data = make_fake(n=8, channels=1, size=4, classes=2)
-    engines = []
-    for seed in (5, 6):
-        discriminator = tiny_discriminator()
-        engine = DPSGDDiscriminator(plan(rate=0.5), party_id=0, secret_seed=seed)
-        engine.attach(discriminator, torch.optim.Adam(discriminator.parameters()), data, torch.device("cpu"))
-        engines.append(engine)
-    engines[0].discriminator_steps(torch.rand(3, 2, 1, 4, 4))
-    engines[1].load_state(*engines[0].state())
-    assert engines[1].ledger.epsilon == engines[0].ledger.epsilon > 0
-    assert torch.equal(engines[1]._sampling_rng.get_state(), engines[0]._sampling_rng.get_state())
-    # A CUDA generator's state cannot continue a CPU one: a resume on the other kind of device is refused.
-    tensors, meta = engines[0].state()
-    with pytest.raises(ValueError, match="noise stream was drawn on a cuda device"):
-        engines[1].load_state(tensors, {**meta, "noise_device": "cuda"})
+    discriminator = tiny_discriminator()
+    engine = DPSGDDiscriminator(plan(rate=0.5), party_id=0, secret_seed=5)
+    engine.attach(discriminator, torch.optim.Adam(discriminator.parameters()), data, torch.device("cpu"))
+    engine.discriminator_steps(torch.rand(3, 2, 1, 4, 4))
+    tensors, meta = engine.state()
+    assert tensors == {} and meta == {"mechanism": "dp-sgd"}
+    spent, noise, sampling = engine.ledger.epsilon, engine._noise_rng.get_state(), engine._sampling_rng.get_state()
+    engine.load_state(tensors, meta)
+    assert engine.ledger.epsilon == spent > 0
+    assert not torch.equal(engine._noise_rng.get_state(), noise)
+    assert not torch.equal(engine._sampling_rng.get_state(), sampling)
+    with pytest.raises(ValueError, match="privacy mechanism 'gradient-sanitizer'"):
+        engine.load_state({}, {"mechanism": "gradient-sanitizer"})
 
 
 # -- whole runs ------------------------------------------------------------------------------------------
 def test_dp_run_reports_increasing_epsilon_and_stops_cleanly_at_its_budget(make_config, tmp_path) -> None:
-    sigma, rate = 1.0, 8 / 120
+    sigma, rate, count_noise = 1.0, 8 / 120, 2.0
+    config = make_config("avg-output", rounds=30, privacy__noise_multiplier=sigma,
+                         privacy__count_noise=count_noise)
     reference = RDPAccountant()
-    reference.history = [(sigma, rate, 8)]
-    budget = reference.get_epsilon(delta=1e-5) + 1e-6  # affords 8 D steps, not 9
-    config = make_config("avg-output", rounds=30, privacy__epsilon=budget, privacy__noise_multiplier=sigma)
+    reference.history = [counts_release(config), (sigma, rate, 8)]
+    budget = reference.get_epsilon(delta=1e-5) + 1e-6  # affords the counts and 8 D steps, not 9
+    config.privacy.epsilon = budget
     train(config, tmp_path, quiet=True)
     records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     epsilons = [record["parties"]["0"]["epsilon"] for record in records]
     assert all(math.isfinite(e) for e in epsilons)
     assert all(b > a for a, b in itertools.pairwise(epsilons))
-    assert 4 <= len(records) <= 8 < config.train.rounds and epsilons[-1] <= budget
+    # About 8 steps: the party's sample rate is batch / its published count (120 plus noise of standard
+    # deviation 2 * sqrt(10 labels) here).
+    assert 5 <= len(records) <= 11 < config.train.rounds and epsilons[-1] <= budget
     log = (tmp_path / "log.txt").read_text()
     assert f"stopping after round {len(records)} of 30: privacy budget of party" in log
     assert (tmp_path / "checkpoints" / f"round-{len(records):07d}.json").is_file()

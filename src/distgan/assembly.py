@@ -90,17 +90,20 @@ def make_factory(config: Config, plan: DataPlan) -> ModelFactory:
     return build_models(config.model, plan.data.shape)
 
 
-def build_party(config: Config, plan: DataPlan, party_id: int, run_dir: Path, pooled: bool = False) -> Party:
-    """Party ``party_id`` with its share (or, for the centralized baseline, the pooled shares)."""
+def build_party(config: Config, plan: DataPlan, party_id: int, run_dir: Path, pooled: bool = False,
+                journal_dir: Path | None = None) -> Party:
+    """Party ``party_id`` with its share (or, for the centralized baseline, the pooled shares). Under DP
+    its privacy journal (ledger file, kept replies) lives in ``journal_dir``, by default its state folder."""
     index = torch.cat(plan.shares.indices) if pooled else plan.shares.indices[party_id]
     share = plan.data.subset(index, name=f"party {party_id}")
+    state_dir = run_folder.party_state_dir(run_dir, party_id)
     privacy = None
     if config.privacy.enabled:  # imported only then: Opacus takes seconds to import
         from distgan.privacy.mechanisms import build_party_privacy
 
-        privacy = build_party_privacy(config, party_id, len(share))
+        privacy = build_party_privacy(config, party_id, share, plan.num_labels, journal_dir or state_dir)
     return Party(party_id, share, make_factory(config, plan), config.train, config.runtime.seed,
-                 state_dir=run_folder.party_state_dir(run_dir, party_id),
+                 state_dir=state_dir,
                  device=resolve_device(config.runtime.device), num_labels=plan.num_labels, privacy=privacy)
 
 

@@ -9,6 +9,7 @@ Nested dataclasses, each field documented; every check lives in ``__post_init__`
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import types
@@ -247,6 +248,13 @@ class PrivacyConfig:
     """How a party is made private (docs/PRIVACY.md): ``dp-sgd`` on its discriminator (``auto``: every
     strategy) or ``gradient-sanitizer`` (GS-WGAN) on the feedback of feedback-only strategies; ``mean-embedding``
     is dp-merf's one Gaussian release (``auto`` picks it for dp-merf)."""
+    count_noise: float = 20.0
+    """Standard deviation of the Gaussian noise on the counts a private party publishes (``Description``:
+    label histogram and sample count, sensitivity 1 under add/remove-one); released once per dataset
+    and spent in the party's ledger (docs/PRIVACY.md)."""
+    secure_mode: bool = False
+    """Opacus's secure mode: noise and Poisson sampling from a cryptographically secure generator
+    (``torchcsprng``, which must be installed) and noise robust to floating-point attacks."""
 
     def __post_init__(self) -> None:
         if self.epsilon is not None:
@@ -258,6 +266,14 @@ class PrivacyConfig:
         if self.noise_multiplier is not None:
             _positive_float("privacy.noise_multiplier", self.noise_multiplier)
         _choice("privacy.mechanism", self.mechanism, ("auto", "dp-sgd", "gradient-sanitizer", "mean-embedding"))
+        _positive_float("privacy.count_noise", self.count_noise)
+        _require(isinstance(self.secure_mode, bool), "privacy.secure_mode", self.secure_mode, "must be true or false")
+        if self.secure_mode and importlib.util.find_spec("torchcsprng") is None:
+            raise ValueError("privacy.secure_mode=true needs the torchcsprng package (Opacus's cryptographically "
+                             "secure generator), which is not installed here: pip install torchcsprng (its last "
+                             "release, 0.2.1 of 2021, builds only against old PyTorch versions); or leave "
+                             "privacy.secure_mode off (noise then comes from PyTorch's Mersenne Twister, seeded "
+                             "from OS entropy)")
 
     @property
     def enabled(self) -> bool:

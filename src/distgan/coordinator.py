@@ -115,6 +115,7 @@ class Coordinator:
     # -- the loop ---------------------------------------------------------------------------------------
     def train_round(self, selected: list[int]) -> RoundResult:
         """The strategy's round ``self.round + 1`` with the parties ``selected``, then G's weight average."""
+        self.parties.begin_round(self.round + 1)
         result = self.strategy.run_round(self.round, self.parties, selected)
         self.trainer.update_average(self.round + 1, result.g_steps)
         return result
@@ -239,7 +240,8 @@ class Coordinator:
             tensors.update(prefixed("sampler", sampler.state_dict()))
         meta = {"round": self.round, "g_average_clock": self.trainer.average_clock, "image_shape": list(self.trainer.factory.image_shape), "elapsed_s": self.elapsed_s, "g_optimizer": optimizer_meta,
                 "failed_parties": {str(k): v for k, v in self.parties.failed.items()},
-                "parties_without_checkpoint": missing, "config": self.config.to_dict()}
+                "parties_without_checkpoint": missing, "config": self.config.to_dict(),
+                "request_session": self.parties.request_session}
         stem = run_folder.round_stem(self.checkpoint_dir, self.round)
         save_checkpoint(stem, tensors, meta)
         run_folder.prune_checkpoints(self.checkpoint_dir)
@@ -266,6 +268,9 @@ class Coordinator:
         self.trainer.average_clock = int(meta.get("g_average_clock", self.round))
         self.elapsed_s = float(meta["elapsed_s"])
         self.parties.failed.update({int(k): v for k, v in meta["failed_parties"].items()})
+        # The run's name in request ids: a resumed run repeats the ids of the rounds it redoes, so
+        # private parties answer them from their journals (the first replies), never with new noise.
+        self.parties.request_session = str(meta.get("request_session", self.parties.request_session))
         self.parties.request_all(p.LoadState(self.round))
         truncate_jsonl(self.stats_path, self.round)
         truncate_jsonl(self.run_dir / run_folder.METRICS, self.round)

@@ -160,6 +160,26 @@ class Parties(ABC):
         """``runtime.on_party_failure = "wait"``: restart a lost party (where the runtime can) and retry."""
         self.saved_rounds: dict[int, int] = {}
         """The round of each party's last state saved or loaded: what a restarted party reloads."""
+        self.request_session = ""
+        """Names the run in request ids (set by the coordinator; stable across resumes of one run)."""
+        self._request_round = 0
+        self._sequence: dict[int, int] = {}
+
+    def begin_round(self, round_number: int) -> None:
+        """Requests from now on belong to ``round_number`` (the coordinator calls this before each round)."""
+        self._request_round = round_number
+        self._sequence.clear()
+
+    def _identify(self, party: int, request: p.Message) -> p.Message:
+        """Stamp ``SESSION/ROUND.INDEX`` on a request of :data:`~distgan.protocol.IDENTIFIED_REQUESTS`:
+        the same logical request gets the same id when a resumed run or a retry repeats it, so a
+        private party answers it from its journal instead of drawing new noise."""
+        if not isinstance(request, p.IDENTIFIED_REQUESTS) or request.request_id:  # type: ignore[attr-defined]
+            return request
+        index = self._sequence.get(party, 0)
+        self._sequence[party] = index + 1
+        return dataclasses.replace(request,  # type: ignore[type-var]
+                                   request_id=f"{self.request_session}/{self._request_round}.{index}")
 
     def configure(self, expectations: p.Expectations, models: ModelReference) -> None:
         """After the parties' ``Describe``: the image shape, batch and steps replies must fit, and the
@@ -173,7 +193,7 @@ class Parties(ABC):
 
     def request(self, requests: Mapping[int, p.Message]) -> dict[int, p.Message]:
         """Send each party its request (in parallel where the runtime can); return valid replies."""
-        wanted = {j: r for j, r in requests.items() if j not in self.failed}
+        wanted = {j: self._identify(j, r) for j, r in requests.items() if j not in self.failed}
         outcomes = self._dispatch(wanted)
         lost = [j for j in wanted if isinstance(outcomes.get(j), PartyLostError)]
         if lost and self.restart_lost:

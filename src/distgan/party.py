@@ -102,14 +102,21 @@ class Party:
         if handler is None:
             raise p.ProtocolError(f"{self.name}: no handler for {type(request).__name__}")
         request.validate("coordinator", self.expectations)
-        # Torch's global RNG (dropout in D) runs under a seed drawn from the party's own checkpointed
-        # generator: runs resume bit-exactly and every runtime draws the same masks. Only requests
-        # that run D draw, so checkpoint frequency (SaveState) never changes a run's randomness.
-        randomness = seeded(draw_seed(self._rng), self._device) if request.runs_discriminator \
+        privacy = self.privacy
+        if privacy is None:
+            return self._run(handler, request, lambda: draw_seed(self._rng))
+        # Under DP the dropout masks come from the party's secret stream (the coordinator knows the
+        # run seed), and the answer goes through the privacy engine: journal, cache, release filter.
+        return privacy.answer(request, lambda: self._run(handler, request, privacy.dropout_seed))
+
+    def _run(self, handler: Callable[[Any], p.Message], request: p.Message, draw: Callable[[], int]) -> p.Message:
+        """Torch's global RNG (dropout in D) runs under a seed from ``draw`` for requests that run D: without
+        DP from the party's own checkpointed generator, so runs resume bit-exactly and every runtime draws
+        the same masks. Only requests that run D draw, so checkpoint frequency never changes a run."""
+        randomness = seeded(draw(), self._device) if request.runs_discriminator \
             else contextlib.nullcontext()
         with randomness:
-            reply = handler(request)
-        return reply if self.privacy is None else self.privacy.release(reply)
+            return handler(request)
 
     # -- the D phase ------------------------------------------------------------------------------
     def _real_batch(self, size: int) -> torch.Tensor:
@@ -245,9 +252,16 @@ class Party:
             load_adam_state(self._g_optimizer, request.optimizer)
         except (RuntimeError, ValueError, KeyError) as error:
             raise p.ProtocolError(f"{self.name}: {request.kind}.optimizer does not fit G: {error}") from None
-        steps = self._train.steps_per_epoch(len(self._data))
+        steps = self._train.steps_per_epoch(self._epoch_samples())
         stats, g_mean = self._gan_steps(steps)
         return p.GeneratorReply(stats, cpu_state_dict(generator), adam_state(self._g_optimizer), g_mean, steps)
+
+    def _epoch_samples(self) -> int:
+        """Records one pass visits: under DP the published (noisy) count, as the exact one must not set
+        a number that leaves the party (the steps) and the plan counted the published one."""
+        if self.privacy is not None and self.privacy.description is not None:
+            return self.privacy.description.samples
+        return len(self._data)
 
     def _export_discriminator(self, request: p.ExportDiscriminator) -> p.Message:
         return p.WeightsReply(p.DiscriminatorStats(), discriminator=cpu_state_dict(self.discriminator))
@@ -320,6 +334,10 @@ class Party:
         """Keep the newest two checkpoints: the one just written and the previous good one."""
         assert self._state_dir is not None
         prune_checkpoints(self._state_dir)
+        if self.privacy is not None:  # no load can go back before the oldest kept checkpoint
+            stems = sorted({path.with_suffix("") for path in self._state_dir.glob("round-*.json")})
+            if stems:
+                self.privacy.prune_replies(int(stems[0].name.removeprefix("round-")))
 
     def _load_state(self, request: p.LoadState) -> p.Message:
         self.load_state_tensors(*load_checkpoint(self._state_stem(request.round)))

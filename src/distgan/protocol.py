@@ -172,6 +172,9 @@ class TrainDiscriminator(Message):
     runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
     feedback: bool = False
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
@@ -186,6 +189,9 @@ class QueryFeedback(Message):
     replies: ClassVar[tuple[str, ...]] = ("reply.feedback",)
     runs_discriminator: ClassVar[bool] = True
     fakes: torch.Tensor  # [S, B, C, H, W] generated images
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
@@ -205,6 +211,9 @@ class TrainAndUpload(Message):
     selection: str
     download_indices: torch.Tensor | None = None  # int64 [k] into the flat D parameter vector
     download_values: torch.Tensor | None = None  # float32 [k] server-D weights
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         _steps_batches(sender, self.kind, "fakes", self.fakes, expect)
@@ -241,6 +250,9 @@ class GenerateAndUpload(Message):
     generator: Weights = field(default_factory=dict)
     download_indices: torch.Tensor | None = None  # int64 [k] into the flat D parameter vector
     download_values: torch.Tensor | None = None  # float32 [k] server-D weights
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         if not 1 <= self.steps <= expect.max_steps:
@@ -263,6 +275,9 @@ class TrainGeneratorEpoch(Message):
     runs_discriminator: ClassVar[bool] = True
     generator: Weights = field(default_factory=dict)
     optimizer: Weights = field(default_factory=dict)  # Adam state: "<parameter index>/<exp_avg|exp_avg_sq|step>"
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         if not self.generator:
@@ -292,6 +307,9 @@ class TrainLocalGAN(Message):
     discriminator: Weights | None = None
     return_generator: bool = True
     return_discriminator: bool = True
+    request_id: str = ""
+    """Stamped by :meth:`Parties.request <distgan.runtime.base.Parties.request>`: what a private party
+    keys its journal of answered requests on (a repeat gets the first reply, never new noise)."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         if not 1 <= self.steps <= expect.max_steps:
@@ -534,6 +552,10 @@ REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainA
 REPLIES: tuple[type[Message], ...] = (DiscriminatorStats, Feedback, DeltaUpload, WeightsReply, Description, Ack,
                                       GeneratorReply, EmbeddingRelease)
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.kind: cls for cls in REQUESTS + REPLIES}
+IDENTIFIED_REQUESTS: tuple[type[Message], ...] = (TrainDiscriminator, QueryFeedback, TrainAndUpload, TrainLocalGAN,
+                                                  GenerateAndUpload, TrainGeneratorEpoch)
+"""Requests carrying a ``request_id``: those whose reply a private party computes from its data and secret
+randomness. A new request type of that kind declares the same field and joins this tuple."""
 
 
 def reply_types(request: type[Message]) -> tuple[type[Message], ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,6 +105,8 @@ def build_coordinator(config: Config, run_dir: Path, parties: Parties | None = N
     torch.manual_seed(config.runtime.seed)  # only for libraries that draw from the global RNG
     if parties is None:
         parties = build_local_parties(config, run_dir, strategy_class.pooled_data)
+    if not parties.request_session:  # the run's name in request ids; a resume takes it from the checkpoint
+        parties.request_session = uuid.uuid4().hex[:12]
     # The parties hold the data, the coordinator none: ask them first; the image shape comes from them.
     descriptions = parties.request_all(p.Describe())
     image_shape = described_image_shape(descriptions)

@@ -354,6 +354,12 @@ def _configure_supernode(parser: argparse.ArgumentParser) -> None:
                         help="where the party keeps its checkpoints (default: the system temp folder)")
     parser.add_argument("--port", type=positive_int, default=9094,
                         help="port of this node's local ClientApp API (default 9094; one per node on a host)")
+    parser.add_argument("--privacy-floor", metavar="SPEC",
+                        help="the least privacy this node accepts for its data, e.g. "
+                             "'epsilon=10,delta=1e-5,max-grad-norm=1,mechanisms=dp-sgd': a run asking for less "
+                             "(no DP, a larger epsilon, delta or C, another mechanism) is refused; epsilon is "
+                             "the budget of this dataset over all runs, kept in one ledger under --state-dir "
+                             "(required with a floor)")
     _clientapp_option(parser)
 
 
@@ -363,10 +369,20 @@ def _configure_supernode(parser: argparse.ArgumentParser) -> None:
 def _supernode(args: argparse.Namespace) -> int:
     from distgan.runtime.flower.local import flower_executable, node_config_text
 
-    node_config: dict[str, int | str] = {"partition-id": args.party, "num-partitions": args.parties,
+    node_config: dict[str, int | float | str] = {"partition-id": args.party, "num-partitions": args.parties,
                                          "data-dir": args.data}
     if args.state_dir is not None:
         node_config["state-dir"] = str(args.state_dir.resolve())
+    if args.privacy_floor is not None:
+        from distgan.runtime.flower.node import PrivacyFloor
+
+        if args.state_dir is None:
+            raise CommandError("--privacy-floor needs --state-dir: the node keeps its dataset's privacy ledger "
+                               "there, across runs")
+        try:
+            node_config.update(PrivacyFloor.parse_option(args.privacy_floor))
+        except ValueError as error:
+            raise CommandError(str(error)) from None
     command = [flower_executable("flower-supernode"), "--superlink", args.superlink, "--port", str(args.port),
                "--node-config", node_config_text(node_config)]
     if args.ca is not None:

@@ -89,17 +89,15 @@ def score_condition(domain_name: str, condition: Condition, metrics: list[str],
                     count: int = DEFAULT_GENERATED) -> tuple[int, MetricValues]:
     """Score ``count`` images of the condition (made from the domain's shuffled train split) as a run's
     samples are scored; returns how many images there were (fewer when a class is rarer) and the values."""
+    from distgan.metrics.domains import domain_evaluation
     from distgan.metrics.reference import to_unit_range
-    from distgan.metrics.sharp import DOMAINS
+    from distgan.metrics.sharp import DOMAINS, SHARP_OF_DOMAIN
 
     domain = DOMAINS[domain_name]
+    evaluation_domain = next(name for name, sharp in SHARP_OF_DOMAIN.items() if sharp == domain_name)
     train = domain.train_split()
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
     made = condition_images(condition, to_unit_range(train.images[order]), train.labels[order])[:count]
-    from distgan.metrics.domains import domain_evaluation
-    from distgan.metrics.sharp import SHARP_OF_DOMAIN
-
-    evaluation_domain = next(name for name, sharp in SHARP_OF_DOMAIN.items() if sharp == domain_name)
     context = EvalContext(lambda n, seed: made, domain.image_shape, None, EvalSettings(generated=len(made)),
                           evaluation=domain_evaluation(evaluation_domain))
     return len(made), compute_metrics(context, metrics)

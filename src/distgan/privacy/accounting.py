@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy
 from opacus.accountants import RDPAccountant
@@ -38,6 +36,14 @@ RELEASE_ONCE_MECHANISMS = frozenset({"mean-embedding"})
 
 class PrivacyBudgetExhausted(RuntimeError):
     """A party refused a request because answering it would spend more than its epsilon budget."""
+
+
+class PlanError(ValueError):
+    """No plan for this config; ``public`` says so without the numbers that depend on the party's count."""
+
+    def __init__(self, message: str, public: str) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 def default_delta(samples: int) -> float:
@@ -64,6 +70,10 @@ class PrivacyPlan:
     """Accountant steps the noise was calibrated for (0 when sigma was given)."""
     accountant_steps_per_step: int = 1
     """Accountant steps per mechanism invocation: 1 for DP-SGD, the batch size for the sanitizer."""
+    prior: tuple[tuple[float, float, int], ...] = ()
+    """Releases the noise was planned around, made before training: the noisy counts of ``Description``."""
+    expected_batch: int = 0
+    """Opacus's divisor of the noisy gradient sum: the batch size (public), not q times the exact count."""
 
     def describe(self) -> str:
         budget = "none" if self.epsilon_budget is None else f"{self.epsilon_budget:g}"
@@ -91,8 +101,14 @@ def planned_mechanism_steps(config: Config, mechanism: str, samples: int | None 
     return config.train.rounds * mechanism_steps_per_round(config, mechanism, samples)
 
 
+def counts_release(config: Config) -> tuple[float, float, int]:
+    """The one Gaussian release of a private party's noisy counts (sensitivity 1 under add/remove-one)."""
+    return (config.privacy.count_noise, 1.0, 1)
+
+
 def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
-    """The plan of a party holding ``samples`` records (its sample rate and delta depend on them)."""
+    """The plan of a party that published ``samples`` records (its *noisy* count, the only one public:
+    its sample rate and delta depend on it), planned around the release of that count."""
     privacy = config.privacy
     if not privacy.enabled:
         raise ValueError("privacy is off: set privacy.epsilon or privacy.noise_multiplier")
@@ -111,36 +127,67 @@ def make_plan(config: Config, mechanism: str, samples: int) -> PrivacyPlan:
     else:
         raise ValueError(f"privacy.mechanism={mechanism!r}: unknown mechanism")
     steps = planned_mechanism_steps(config, mechanism, samples) * per_step
+    prior = (counts_release(config),)
     if privacy.noise_multiplier is not None:
         sigma, planned = privacy.noise_multiplier, 0
         if privacy.epsilon is not None:
             round_steps = mechanism_steps_per_round(config, mechanism, samples) * per_step
             first_round = RDPAccountant()
-            first_round.history = [(sigma, sample_rate, round_steps)]
+            first_round.history = [*prior, (sigma, sample_rate, round_steps)]
             with _quiet_alpha_warning():
                 cost = first_round.get_epsilon(delta=delta)
             if cost > privacy.epsilon:
-                raise ValueError(f"privacy.epsilon={privacy.epsilon}: one round alone costs epsilon {cost:.4g} at "
-                                 f"noise_multiplier={sigma} (sample rate {sample_rate:.4g}, delta {delta:.3g}); "
-                                 "raise the noise multiplier or the budget")
+                advice = "raise the noise multiplier or the budget"
+                raise PlanError(f"privacy.epsilon={privacy.epsilon}: one round alone costs epsilon {cost:.4g} at "
+                                f"noise_multiplier={sigma} (sample rate {sample_rate:.4g}, delta {delta:.3g}); {advice}",
+                                f"privacy.epsilon={privacy.epsilon}: one round alone costs more at "
+                                f"noise_multiplier={sigma}; {advice}")
     else:
         assert privacy.epsilon is not None
         try:
-            sigma = _noise_multiplier(privacy.epsilon, delta, sample_rate, steps)
+            sigma = _noise_multiplier(privacy.epsilon, delta, sample_rate, steps, prior)
         except ValueError as error:
-            raise ValueError(f"privacy.epsilon={privacy.epsilon}: no noise multiplier reaches it over {steps} steps "
-                             f"at sample rate {sample_rate:.4g} ({error})") from None
+            unreachable = f"privacy.epsilon={privacy.epsilon}: no noise multiplier reaches it over {steps} steps"
+            raise PlanError(f"{unreachable} at sample rate {sample_rate:.4g} after the noisy counts "
+                            f"(privacy.count_noise={privacy.count_noise:g}) ({error})",
+                            f"{unreachable} at this party's sample rate") from None
         planned = steps
     return PrivacyPlan(mechanism, float(sigma), sample_rate, delta, privacy.max_grad_norm, privacy.epsilon,
-                       planned, per_step)
+                       planned, per_step, prior, max(1, round(sample_rate * samples)))
 
 
 @functools.lru_cache(maxsize=64)
-def _noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
-    """Opacus's search (seconds of CPU), cached: parties of equal size share one answer."""
-    with _quiet_alpha_warning():
-        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
-                                          steps=steps, accountant="rdp"))
+def _noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int,
+                      prior: tuple[tuple[float, float, int], ...] = ()) -> float:
+    """Opacus's search (seconds of CPU), cached: parties of equal size share one answer. With ``prior``
+    releases, the same bisection as :func:`opacus.accountants.utils.get_noise_multiplier` (tolerance
+    0.01, the answer on the safe side) over the composition of the prior and the planned steps."""
+    if not prior:
+        with _quiet_alpha_warning():
+            return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
+                                              steps=steps, accountant="rdp"))
+
+    def spent(sigma: float) -> float:
+        accountant = StepCachedRDPAccountant()
+        accountant.history = [*prior, (sigma, sample_rate, steps)]
+        with _quiet_alpha_warning():
+            return float(accountant.get_epsilon(delta=delta))
+
+    low, high = 0.0, 10.0
+    epsilon_high = spent(high)
+    while epsilon_high > epsilon:
+        high *= 2
+        if high > 1e6:
+            raise ValueError("the prior releases alone exceed the target")
+        epsilon_high = spent(high)
+    while epsilon - epsilon_high > 0.01:
+        sigma = (low + high) / 2
+        value = spent(sigma)
+        if value < epsilon:
+            high, epsilon_high = sigma, value
+        else:
+            low = sigma
+    return high
 
 
 @contextlib.contextmanager
@@ -175,10 +222,15 @@ class StepCachedRDPAccountant(RDPAccountant):
 class PrivacyLedger:
     """Epsilon spent by one party: an Opacus RDP accountant, checked against the plan's budget."""
 
-    def __init__(self, plan: PrivacyPlan, owner: str = "party") -> None:
+    def __init__(self, plan: PrivacyPlan, owner: str = "party",
+                 history: list[tuple[float, float, int]] | None = None) -> None:
+        """``history``: what the party's journal already holds (every release ever made on its data);
+        by default the plan's prior releases, as a replay from public numbers assumes."""
         self.plan = plan
         self.owner = owner
         self.accountant: RDPAccountant = StepCachedRDPAccountant()
+        self.accountant.history = list(plan.prior if history is None else history)
+        self._recorded = list(self.accountant.history)
 
     @property
     def steps(self) -> int:
@@ -216,12 +268,20 @@ class PrivacyLedger:
         for _ in range(mechanism_steps * self.plan.accountant_steps_per_step):
             self.accountant.step(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate)
 
-    # -- checkpoints: the history is plain numbers, kept in the party's JSON record ----------------------
-    def state(self) -> dict[str, Any]:
-        return {"history": [list(entry) for entry in self.accountant.history]}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        history = [(float(sigma), float(rate), int(count)) for sigma, rate, count in state["history"]]
-        if any(not math.isfinite(sigma) or count < 0 for sigma, _, count in history):
-            raise ValueError(f"{self.owner}: corrupted privacy ledger in checkpoint: {state!r}")
-        self.accountant.history = history
+    def take_unrecorded(self) -> list[tuple[float, float, int]]:
+        """The invocations spent since the last call (what the journal must record next). The history
+        only grows: Opacus appends a run or lengthens the last one."""
+        history, recorded = list(self.accountant.history), self._recorded
+        settled = len(recorded) - 1  # entries before the last recorded one can no longer change
+        if len(history) < len(recorded) or history[:max(settled, 0)] != recorded[:max(settled, 0)]:
+            raise RuntimeError(f"{self.owner}: the privacy ledger was rewritten; refusing to go on")
+        new: list[tuple[float, float, int]] = []
+        if recorded:
+            (sigma, rate, count), (old_sigma, old_rate, old_count) = history[settled], recorded[settled]
+            if (sigma, rate) != (old_sigma, old_rate) or count < old_count:
+                raise RuntimeError(f"{self.owner}: the privacy ledger was rewritten; refusing to go on")
+            if count > old_count:
+                new.append((sigma, rate, count - old_count))
+        new.extend(history[len(recorded):])
+        self._recorded = history
+        return new

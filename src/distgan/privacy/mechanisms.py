@@ -4,9 +4,12 @@ Threat model (docs/PRIVACY.md has the long form). The adversary is everyone outs
 the coordinator, the other parties, anyone who sees the messages or the final generator, all of
 them colluding and knowing the code and the run's config (its seed included). What is protected is
 each record of the party's share: add or remove one record and the distribution of *everything the
-party sends* changes by at most (epsilon, delta). Not protected: the party's sample count and
-label histogram (``Description``, public metadata as in every federated system), and the party's
-own storage (its checkpoints hold its non-private state; it is the data holder's disk).
+party sends* changes by at most (epsilon, delta) -- its counts too: ``Description`` carries them
+noised (:func:`published_counts`), spent once in the ledger. Not protected: the party's own storage
+(its checkpoints and journal; it is the data holder's disk). Every answer goes through
+:meth:`PartyPrivacy.answer`: the journal (:mod:`distgan.privacy.journal`, an append-only ledger no
+load rewinds, and the replies released, so a repeated request never gets new noise), the release
+filter, and the error filter. No checkpoint holds a random stream: loads reseed from OS entropy.
 
 **dp-sgd** (``auto`` picks it for every strategy; Xie et al. 2018's DP-GAN, Bie et al. 2023):
 each D step clips the per-sample gradients of the *real* half of the D loss to ``max_grad_norm``
@@ -38,9 +41,12 @@ subtracted by the coordinator. Statistics of real batches (``d_loss``, ``d_real`
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -54,12 +60,32 @@ from distgan import protocol as p
 from distgan.config import Config
 from distgan.data.sources import LabelledImages
 from distgan.images import to_unit_range
-from distgan.privacy.accounting import PrivacyLedger, PrivacyPlan, make_plan
+from distgan.privacy.accounting import (
+    PlanError,
+    PrivacyBudgetExhausted,
+    PrivacyLedger,
+    PrivacyPlan,
+    make_plan,
+)
+from distgan.privacy.journal import PrivacyJournal, parse_request_id, request_digest
 from distgan.registry import Registry
+
+log = logging.getLogger("distgan")
+
+COUNTS_REQUEST = "describe"
+"""The journal id of a party's one release of its noisy counts (kept for every later run of the dataset)."""
 
 
 class PrivacyViolation(p.ProtocolError):
     """A party under DP was asked to release something its mechanism does not cover."""
+
+
+class RepeatRefused(p.ProtocolError):
+    """A repeat of an answered request that the party cannot answer with its first reply."""
+
+
+class WithheldError(RuntimeError):
+    """A private party's failure, its text withheld: it may depend on private data."""
 
 
 class PartyPrivacy(ABC):
@@ -69,20 +95,100 @@ class PartyPrivacy(ABC):
     private_discriminator: ClassVar[bool]
     """True when the engine runs the party's D steps itself (DP-SGD)."""
 
-    def __init__(self, plan: PrivacyPlan, party_id: int, secret_seed: int | None = None) -> None:
+    def __init__(self, plan: PrivacyPlan, party_id: int, secret_seed: int | None = None,
+                 journal: PrivacyJournal | None = None, description: p.Description | None = None,
+                 secure_mode: bool = False) -> None:
+        """``journal``: the party's ledger file and kept replies (in memory when None); ``description``:
+        the noisy counts it published (:func:`published_counts`); ``secret_seed`` fixes the first noise
+        stream (tests only: every load draws fresh OS entropy)."""
         self.plan = plan
         self.owner = f"party {party_id}"
-        self.ledger = PrivacyLedger(plan, self.owner)
+        self.journal = journal if journal is not None else PrivacyJournal(None, self.owner)
+        self.ledger = PrivacyLedger(plan, self.owner, self.journal.history if journal is not None else None)
+        self.description = description
+        self.secure_mode = secure_mode
+        self._session = ""
+        """The session of the newest identified request: its kept replies are the ones worth keeping."""
         # Secret to the party: the coordinator knows the run seed, so noise must not derive from it.
-        self._secret_seed = secrets.randbits(63) if secret_seed is None else secret_seed
         self._device = torch.device("cpu")
-        self._noise_rng = torch.Generator().manual_seed(self._secret_seed)
+        self._noise_rng = self._secret_generator(secret_seed)
+
+    def _secret_generator(self, seed: int | None = None) -> torch.Generator:
+        """A generator no one outside the party can predict: OS entropy (or, in secure mode, a CSPRNG)."""
+        if self.secure_mode:
+            import torchcsprng  # type: ignore[import-not-found]  # privacy.secure_mode checked it is installed
+
+            return torchcsprng.create_random_device_generator("/dev/urandom")  # type: ignore[no-any-return]
+        generator = torch.Generator(device=self._device)
+        return generator.manual_seed(secrets.randbits(63) if seed is None else seed)
+
+    def reseed(self) -> None:
+        """Fresh OS entropy for every secret stream (after any load: a restored stream would repeat noise)."""
+        if not self.secure_mode:
+            self._noise_rng.manual_seed(secrets.randbits(63))
+
+    @staticmethod
+    def dropout_seed() -> int:
+        """Seed of the dropout masks of one request: secret, so the coordinator cannot predict them."""
+        return secrets.randbits(62)
 
     def attach(self, discriminator: nn.Module, optimizer: torch.optim.Optimizer, data: LabelledImages,
                device: torch.device) -> None:
         """Bind to the party's D, its optimizer and its share (called once, by the Party)."""
         self._discriminator, self._optimizer, self._data, self._device = discriminator, optimizer, data, device
-        self._noise_rng = torch.Generator(device=device).manual_seed(self._secret_seed)
+        if self._noise_rng.device != device:
+            self._noise_rng = self._secret_generator()
+
+    # -- answering a request: the journal, the release filter, the error filter ----------------------------
+    def answer(self, request: p.Message, compute: Callable[[], p.Message]) -> p.Message:
+        """Answer ``request`` by ``compute()`` through the release filter, with every spend journaled
+        before the reply leaves; a repeat of an identified request gets the first reply (or is refused),
+        never new noise; an error's text is withheld unless it is about public things."""
+        request_id = str(getattr(request, "request_id", ""))
+        digest = request_digest(request) if request_id else ""
+        if request_id:
+            known = self.journal.answered(request_id)
+            if known is not None:
+                return self._repeat(request, request_id, known.digest, digest)
+            parsed = parse_request_id(request_id)
+            if parsed is not None:
+                self._session = parsed[0]
+        try:
+            reply = self.release(compute())
+        except Exception as error:
+            # Noise drawn counts even without a reply; nothing left, so a retry of the id may be answered.
+            self._journal(request, "", digest, failed_request=request_id)
+            if isinstance(error, (p.ProtocolError, PrivacyBudgetExhausted)):
+                raise  # about the request or the budget: public
+            log.error("%s: %s failed: %s: %s (withheld from the coordinator under differential privacy)",
+                      self.owner, request.kind, type(error).__name__, error)
+            raise WithheldError(f"{self.owner}: {type(error).__name__} while answering {request.kind} (details "
+                                "withheld under differential privacy, as they may depend on private data; the "
+                                "party's own log has them)") from None
+        self._journal(request, request_id, digest)
+        if request_id:
+            self.journal.keep_reply(request_id, reply)
+        return reply
+
+    def _repeat(self, request: p.Message, request_id: str, answered_digest: str, digest: str) -> p.Message:
+        if answered_digest != digest:
+            raise RepeatRefused(f"{self.owner}: request {request_id} ({request.kind}) was answered before with other "
+                                "content; a repeated request gets its first reply, so it must repeat the request")
+        cached = self.journal.cached_reply(request_id)
+        if cached is None:
+            raise RepeatRefused(f"{self.owner}: request {request_id} ({request.kind}) was answered before and its "
+                                "reply is no longer kept (older than the party's oldest checkpoint); answering "
+                                "again would draw new noise")
+        return cached
+
+    def _journal(self, request: p.Message, request_id: str, digest: str, **extra: str) -> None:
+        spent = self.ledger.take_unrecorded()
+        if spent or request_id:
+            self.journal.record(request_id, request.kind, digest, spent, **extra)
+
+    def prune_replies(self, oldest_kept_round: int) -> None:
+        """The party keeps checkpoints from ``oldest_kept_round`` on: replies before it are never repeated."""
+        self.journal.prune_replies(self._session, oldest_kept_round)
 
     def discriminator_steps(self, fakes: torch.Tensor) -> p.DiscriminatorStats:
         raise NotImplementedError(f"{self.name} does not run the D phase")
@@ -90,10 +196,17 @@ class PartyPrivacy(ABC):
     # -- the release filter: every reply of the party passes here ------------------------------------
     def release(self, reply: p.Message) -> p.Message:
         """What may leave the party, by what the reply states it reveals (``protocol.REVEALS``);
-        anything else is refused, never passed through."""
+        anything else is refused, never passed through. A ``Description`` leaves with the noisy counts
+        the party published (:func:`published_counts`), never its exact ones."""
         reveals = getattr(type(reply), "reveals", None) if reply.direction == "up" else None
+        if isinstance(reply, p.Description):
+            if self.description is None:
+                raise PrivacyViolation(f"{self.owner}: its exact counts are withheld under differential privacy, "
+                                       "and it has published no noisy ones")
+            return dataclasses.replace(reply, samples=self.description.samples,
+                                       label_counts=self.description.label_counts.clone())
         if reveals == "public":
-            return reply  # public metadata / nothing
+            return reply  # nothing about the data
         if reveals == "stats":
             return self._stats(reply)  # type: ignore[arg-type]
         if reveals == "feedback":
@@ -126,23 +239,48 @@ class PartyPrivacy(ABC):
 
     # -- checkpoints (the party's own storage) ------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors = {"noise_rng": self._noise_rng.get_state()}
-        return tensors, {"mechanism": self.name, "ledger": self.ledger.state(), "secret_seed": self._secret_seed,
-                         "noise_device": self._device.type}
+        """No ledger (it lives in the journal, which no load rewinds) and no random state (a restored
+        stream would replay noise already released): only the mechanism's name, to refuse a mix-up."""
+        return {}, {"mechanism": self.name}
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         if meta.get("mechanism") != self.name:
             raise ValueError(f"{self.owner}: checkpoint was made with privacy mechanism {meta.get('mechanism')!r}, "
                              f"this run uses {self.name!r}")
-        saved_on = meta.get("noise_device", "cpu")
-        if saved_on != self._device.type:
-            # A CPU and a CUDA generator have different states; continuing one from the other is impossible.
-            raise ValueError(f"{self.owner}: its checkpoint's secret noise stream was drawn on a {saved_on} device and "
-                             f"this run puts the party on {self._device.type}; resume with "
-                             f"--set runtime.device={saved_on}")
-        self.ledger.load_state(meta["ledger"])
-        self._secret_seed = int(meta["secret_seed"])
-        self._noise_rng.set_state(tensors["noise_rng"])
+        if "ledger" in meta and not self.journal.entries:  # a checkpoint of a version that kept the ledger there
+            history = [(float(sigma), float(rate), int(count)) for sigma, rate, count in meta["ledger"]["history"]]
+            self.journal.record("", "migrated-ledger", "", history)
+            self.ledger.accountant.history = self.journal.history
+            self.ledger.take_unrecorded()
+        self.reseed()
+
+
+def published_counts(journal: PrivacyJournal, data: LabelledImages, num_labels: int,
+                     noise: float) -> tuple[p.Description, bool]:
+    """The counts a private party publishes: its label histogram (labelled data; records without a
+    label are not counted) or its record count (unlabelled data), plus N(0, noise^2) per entry, rounded
+    and clipped at 0; ``samples`` is their sum. One record changes one entry by 1: sensitivity 1 under
+    add/remove-one, the relation the whole accounting uses. Drawn once per dataset with OS entropy;
+    every later call, in any later run, returns the journaled one. The flag says whether this call
+    drew them: then nothing derived from them may leave until :func:`journal_counts` has spent them."""
+    entry = journal.answered(COUNTS_REQUEST)
+    if entry is not None:
+        return p.Description(samples=int(entry.extra["samples"]),
+                             label_counts=torch.tensor(entry.extra["label_counts"], dtype=torch.int64)), False
+    labels = data.labels
+    exact = torch.bincount(labels[labels >= 0], minlength=num_labels)[:num_labels] if num_labels \
+        else torch.tensor([len(labels)])
+    generator = torch.Generator().manual_seed(secrets.randbits(63))
+    noisy = (exact.double() + noise * torch.randn(exact.shape, generator=generator, dtype=torch.float64))
+    noisy = noisy.round().clamp(min=0).long()
+    return p.Description(samples=max(1, int(noisy.sum())),
+                         label_counts=noisy if num_labels else torch.zeros(0, dtype=torch.int64)), True
+
+
+def journal_counts(journal: PrivacyJournal, counts: p.Description, noise: float) -> None:
+    """Spend the release of freshly drawn counts (one Gaussian at ``noise``, sensitivity 1)."""
+    journal.record(COUNTS_REQUEST, p.Description.kind, "", [(noise, 1.0, 1)], samples=counts.samples,
+                   label_counts=counts.label_counts.tolist())
 
 
 MECHANISMS: Registry[type[PartyPrivacy]] = Registry("privacy mechanism")
@@ -171,12 +309,26 @@ class DPSGDDiscriminator(PartyPrivacy):
         self._params = [param for param in discriminator.parameters() if param.requires_grad]
         self._dp_optimizer = DPOptimizerFastGradientClipping(
             optimizer, noise_multiplier=self.plan.noise_multiplier, max_grad_norm=self.plan.max_grad_norm,
-            expected_batch_size=self._expected_batch(), loss_reduction="mean", generator=self._noise_rng)
+            expected_batch_size=self._expected_batch(), loss_reduction="mean", generator=self._noise_rng,
+            secure_mode=self.secure_mode)
         self._dp_optimizer.attach_step_hook(self.ledger.accountant.get_optimizer_hook_fn(self.plan.sample_rate))
-        self._sampling_rng = torch.Generator().manual_seed(self._secret_seed ^ 0x5A5A5A5A)
+        self._sampling_rng = self._secret_generator_on_cpu()
+
+    def _secret_generator_on_cpu(self) -> torch.Generator:
+        device, self._device = self._device, torch.device("cpu")
+        try:
+            return self._secret_generator()
+        finally:
+            self._device = device
+
+    def reseed(self) -> None:
+        super().reseed()
+        if not self.secure_mode and hasattr(self, "_sampling_rng"):
+            self._sampling_rng.manual_seed(secrets.randbits(63))
 
     def _expected_batch(self) -> int:
-        return max(1, round(self.plan.sample_rate * len(self._data)))
+        """q times the *published* count (public), never the exact one (which would scale the release)."""
+        return self.plan.expected_batch or max(1, round(self.plan.sample_rate * len(self._data)))
 
     def _poisson_batch(self) -> torch.Tensor:
         """Each record joins with probability q, independently: the sampling RDP amplification assumes."""
@@ -238,15 +390,6 @@ class DPSGDDiscriminator(PartyPrivacy):
     def _weights(self, reply: p.DeltaUpload | p.WeightsReply | p.GeneratorReply) -> p.Message:
         return dataclasses.replace(reply, stats=self._stats(reply.stats))  # post-processing of a DP D
 
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors, meta = super().state()
-        tensors["sampling_rng"] = self._sampling_rng.get_state()
-        return tensors, meta
-
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        super().load_state(tensors, meta)
-        self._sampling_rng.set_state(tensors["sampling_rng"])
-
 
 @MECHANISMS.register("gradient-sanitizer", "GS-WGAN: D trains freely; each released gradient on a generated "
                                            "image is clipped and noised (feedback-only strategies)")
@@ -299,8 +442,8 @@ class MeanEmbeddingRelease(PartyPrivacy):
     """The neighbouring relation the noise is calibrated for (the embedding carries its own noisy
     label counts, so nothing exact about the data set's size is released with it)."""
 
-    def __init__(self, plan: PrivacyPlan, party_id: int, secret_seed: int | None = None) -> None:
-        super().__init__(plan, party_id, secret_seed)
+    def __init__(self, plan: PrivacyPlan, party_id: int, secret_seed: int | None = None, **engine: Any) -> None:
+        super().__init__(plan, party_id, secret_seed, **engine)
         self._releases: dict[str, p.EmbeddingRelease] = {}
 
     @staticmethod
@@ -386,10 +529,23 @@ def resolve_mechanism(config: Config) -> str:
     return mechanism
 
 
-def build_party_privacy(config: Config, party_id: int, samples: int,
-                        secret_seed: int | None = None) -> PartyPrivacy | None:
-    """The engine of one party from ``config.privacy`` (None when DP is off)."""
+def build_party_privacy(config: Config, party_id: int, data: LabelledImages, num_labels: int,
+                        journal_folder: Path | None = None, secret_seed: int | None = None) -> PartyPrivacy | None:
+    """The engine of one party from ``config.privacy`` (None when DP is off): its journal (ledger file
+    and kept replies) in ``journal_folder``, its published noisy counts, and the plan made from them."""
     if not config.privacy.enabled:
         return None
     mechanism = resolve_mechanism(config)
-    return MECHANISMS.get(mechanism)(make_plan(config, mechanism, samples), party_id, secret_seed)
+    journal = PrivacyJournal(journal_folder, f"party {party_id}")
+    noise = config.privacy.count_noise
+    description, drawn = published_counts(journal, data, num_labels, noise)
+    try:
+        plan = make_plan(config, mechanism, description.samples)
+    except PlanError as error:
+        if drawn:  # counts never published: forget them, and say nothing that depends on them
+            raise ValueError(error.public) from None
+        raise
+    if drawn:
+        journal_counts(journal, description, noise)
+    return MECHANISMS.get(mechanism)(plan, party_id, secret_seed, journal=journal, description=description,
+                                     secure_mode=config.privacy.secure_mode)

@@ -140,6 +140,8 @@ def _serve(message: Message, context: Context, state_root: Path | None, keep_liv
     seconds = time.perf_counter() - started
     # Stored before the reply leaves (see the module docstring).
     _store(context, session, str(session_record["config"]), party, _version(session_record) + 1, state_root)
+    if party.privacy is not None:  # compute time depends on the Poisson batch and the data: withheld under DP
+        seconds = 0.0
     return to_content(reply, {"session": session, "party": party.party_id, "seconds": seconds})
 
 

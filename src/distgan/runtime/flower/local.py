@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -65,7 +65,7 @@ def free_port(host: str = HOST) -> int:
         return int(probe.getsockname()[1])
 
 
-def node_config_text(values: dict[str, int | str]) -> str:
+def node_config_text(values: Mapping[str, int | float | str]) -> str:
     """``--node-config`` syntax: ``key=value`` pairs, strings as TOML literal strings."""
     parts = []
     for key, value in values.items():
