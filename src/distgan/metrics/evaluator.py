@@ -91,19 +91,30 @@ def weights_path(name: str = WEIGHTS_NAME) -> Path:
     return Path(str(resources.files("distgan") / "assets" / name))
 
 
+def load_weights(model: nn.Module, path: Path, what: str, recreate: str) -> None:
+    """Load a shipped classifier's weights into ``model``; a missing, corrupt or foreign file is an
+    error that names the file and the ``distgan evaluator ...`` command (``recreate``) that remakes it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} weights missing; recreate them with `{recreate} --out {path}`")
+    try:
+        model.load_state_dict(load_safetensors(path.read_bytes()))
+    except (SafetensorError, RuntimeError, KeyError) as error:  # a corrupt or foreign file: say which and how
+        raise ValueError(f"{path}: not {what} weights ({error}); recreate them with `{recreate}`") from None
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Write float32 weights atomically; the metadata records how they were made."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save_safetensors(state, metadata=metadata))
+    path.chmod(0o644)  # package data: readable by everyone (the atomic temp file starts at 0600)
+
+
 @functools.lru_cache(maxsize=2)
 def load_evaluator(path: Path | None = None) -> DigitClassifier:
     """The shipped evaluator (or one at ``path``), in eval mode. Cached: treat it as read-only."""
     path = path or weights_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: evaluator weights missing; recreate them with "
-                                f"`distgan evaluator train --out {path}` (--domain for other than digits)")
     model = DigitClassifier()
-    try:
-        model.load_state_dict(load_safetensors(path.read_bytes()))
-    except (SafetensorError, RuntimeError, KeyError) as error:  # a corrupt or foreign file: say which and how
-        raise ValueError(f"{path}: not evaluator weights ({error}); recreate them with "
-                         "`distgan evaluator train`") from None
+    load_weights(model, path, "evaluator", "distgan evaluator train (--domain for other than digits)")
     return model.eval()
 
 
@@ -175,8 +186,4 @@ def train_evaluator(split: EvaluationSplit, recipe: TrainRecipe = TrainRecipe())
 
 
 def save_evaluator(model: DigitClassifier, path: Path, report: dict[str, float], recipe: TrainRecipe) -> None:
-    # float32 weights; the metadata records how they were made.
-    metadata = {"recipe": json.dumps(recipe.__dict__), "report": json.dumps(report)}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save_safetensors(state, metadata=metadata))
-    path.chmod(0o644)  # package data: readable by everyone (the atomic temp file starts at 0600)
+    save_weights(model, path, {"recipe": json.dumps(recipe.__dict__), "report": json.dumps(report)})

@@ -24,14 +24,11 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from distgan.checkpoint import atomic_write_bytes
 from distgan.data import LabelledImages
 from distgan.metrics.base import METRICS, EvalContext, Metric, MetricUnavailable, MetricValues
+from distgan.metrics.evaluator import load_weights, save_weights
 from distgan.metrics.frechet import GaussianStats, frechet_distance
 from distgan.metrics.reference import DIGIT_SHAPE, digit_split, to_unit_range
 
@@ -100,10 +97,8 @@ def train_sharp(domain: SharpDomain, seed: int = SHARP_SEED) -> tuple[nn.Sequent
 
 
 def save_sharp(model: nn.Module, path: Path, report: dict[str, float], seed: int) -> None:
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"recipe": json.dumps({"seed": seed, "augmentation": "none"}), "report": json.dumps(report)}
-    atomic_write_bytes(path, save_safetensors(state, metadata=metadata))
-    path.chmod(0o644)
+    save_weights(model, path, {"recipe": json.dumps({"seed": seed, "augmentation": "none"}),
+                               "report": json.dumps(report)})
 
 
 @functools.lru_cache(maxsize=4)
@@ -111,15 +106,8 @@ def load_sharp(path: Path) -> nn.Sequential:
     """The sharp LeNet's feature extractor (cached: treat it as read-only)."""
     from distgan.metrics.digits import fresh_classifier
 
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: sharp LeNet weights missing; recreate them with "
-                                f"`distgan evaluator sharp --out {path}`")
     model = fresh_classifier()
-    try:
-        model.load_state_dict(load_safetensors(path.read_bytes()))
-    except (SafetensorError, RuntimeError, KeyError) as error:
-        raise ValueError(f"{path}: not sharp LeNet weights ({error}); recreate them with "
-                         "`distgan evaluator sharp`") from None
+    load_weights(model, path, "sharp LeNet", "distgan evaluator sharp")
     assert isinstance(model, nn.Sequential)
     return feature_extractor(model.eval())
 
