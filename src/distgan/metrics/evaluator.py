@@ -91,15 +91,15 @@ def weights_path(name: str = WEIGHTS_NAME) -> Path:
     return Path(str(resources.files("distgan") / "assets" / name))
 
 
-def load_weights(model: nn.Module, path: Path, what: str, recreate: str) -> None:
+def load_weights(model: nn.Module, path: Path, what: str, recreate: str, hint: str = "") -> None:
     """Load a shipped classifier's weights into ``model``; a missing, corrupt or foreign file is an
     error that names the file and the ``distgan evaluator ...`` command (``recreate``) that remakes it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} weights missing; recreate them with `{recreate} --out {path}`")
+        raise FileNotFoundError(f"{path}: {what} weights missing; recreate them with `{recreate} --out {path}`{hint}")
     try:
         model.load_state_dict(load_safetensors(path.read_bytes()))
     except (SafetensorError, RuntimeError, KeyError) as error:  # a corrupt or foreign file: say which and how
-        raise ValueError(f"{path}: not {what} weights ({error}); recreate them with `{recreate}`") from None
+        raise ValueError(f"{path}: not {what} weights ({error}); recreate them with `{recreate}`{hint}") from None
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
@@ -114,7 +114,7 @@ def load_evaluator(path: Path | None = None) -> DigitClassifier:
     """The shipped evaluator (or one at ``path``), in eval mode. Cached: treat it as read-only."""
     path = path or weights_path()
     model = DigitClassifier()
-    load_weights(model, path, "evaluator", "distgan evaluator train (--domain for other than digits)")
+    load_weights(model, path, "evaluator", "distgan evaluator train", " (--domain for other than digits)")
     return model.eval()
 
 
