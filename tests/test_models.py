@@ -9,7 +9,7 @@ from distgan.config import ModelConfig
 from distgan.models import build_models
 
 
-@pytest.mark.parametrize("name", ["mlp", "paper-mlp"])
+@pytest.mark.parametrize("name", ["mlp", "mlp-up", "paper-mlp"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_every_mlp_family_maps_latents_to_images_and_images_to_one_logit(name: str, shape) -> None:
     factory = build_models(ModelConfig(name=name, hidden=16, latent_dim=8), shape)
@@ -42,3 +42,8 @@ def test_dcgan_discriminator_halves_by_stride_or_by_table_3s_max_pooling(size: i
     assert len(pools) == (2 if pool == "max" else 0)
     with pytest.raises(ValueError, match="model.d_pool"):
         ModelConfig(d_pool="avg")
+
+
+def test_mlp_up_refuses_odd_image_sides_and_names_the_fallback() -> None:
+    with pytest.raises(ValueError, match="even sides.*model.name=mlp"):
+        build_models(ModelConfig(name="mlp-up", hidden=16, latent_dim=8), (1, 27, 27)).generator()

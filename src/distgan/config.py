@@ -91,22 +91,24 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"
-    """Model family from the registry: ``mlp`` (tuned default), ``paper-mlp`` (Tables 1-2), ``dcgan`` (Tables 3-4)."""
+    name: str = "mlp-up"
+    """Model family from the registry: ``mlp-up`` (the default: tuned MLP, G ending in a 2x transposed
+    convolution), ``mlp`` (the same without it, the default before docs/TUNING.md round 3), ``paper-mlp``
+    (Tables 1-2), ``dcgan`` (Tables 3-4)."""
     latent_dim: int = 64
     """Size of the generator's noise vector z."""
     hidden: int = 256
     """Width of the hidden layers of the MLP models."""
     d_hidden: int | None = None
-    """mlp: width of D's hidden layers (2 x d_hidden, then d_hidden); None: ``hidden``. DP-SGD's noise on
+    """mlp, mlp-up: width of D's hidden layers (2 x d_hidden, then d_hidden); None: ``hidden``. DP-SGD's noise on
     D's update grows with the square root of D's weights (docs/PRIVACY.md)."""
     channels: int = 64
     """Base channel count of the DCGAN models (the paper's ngf = ndf)."""
     d_dropout: float = 0.3
-    """mlp: dropout after each hidden layer of D (docs/TUNING.md). Its masks come from the party's own
+    """mlp, mlp-up: dropout after each hidden layer of D (docs/TUNING.md). Its masks come from the party's own
     seeded stream, so runs with it resume bit-exactly and agree across runtimes."""
     d_logit_bound: float | None = 2.0
-    """mlp: soft bound C on D's logit, ``C * tanh(l / C)``, so G's gradient never vanishes; None: off."""
+    """mlp, mlp-up: soft bound C on D's logit, ``C * tanh(l / C)``, so G's gradient never vanishes; None: off."""
     norm: str = "batch"
     """Normalisation in the DCGAN discriminator: ``batch`` (the paper's), ``group`` or ``none``
     (per-sample gradients, and so DP-SGD, need ``group`` or ``none``). With ``batch`` the G gradient that

@@ -79,7 +79,9 @@ class CollapseDetector:
 
     @classmethod
     def for_run(cls, config: Config, run_dir: Path) -> CollapseDetector:
-        bound = config.model.d_logit_bound if config.model.name == "mlp" else None
+        from distgan.models.mlp import LOGIT_BOUNDED_MODELS  # torch only when a run starts
+
+        bound = config.model.d_logit_bound if config.model.name in LOGIT_BOUNDED_MODELS else None
         return cls(collapse_window(config), bound, run_dir)
 
     @property

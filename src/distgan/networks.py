@@ -27,7 +27,19 @@ def build_generator(factory: ModelFactory, seed: int) -> nn.Module:
 
 
 def adam(module: nn.Module, lr: float, train: TrainConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(train.beta1, train.beta2))
+    # The fused kernel updates every tensor in one pass: 1.0 ms per G + D step of the default model on
+    # one CPU thread against 8.2 ms for the per-tensor loop (benchmarks/throughput.py), i.e. ~15 % of a
+    # round. CPU support arrived in torch 2.4; elsewhere (older torch, other devices) the plain loop.
+    parameters = list(module.parameters())
+    return torch.optim.Adam(parameters, lr=lr, betas=(train.beta1, train.beta2), fused=_fusable(parameters) or None)
+
+
+_FUSED_ADAM_DEVICES = ("cuda", "cpu") if tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 4) else ("cuda",)
+
+
+def _fusable(parameters: list[nn.Parameter]) -> bool:
+    return bool(parameters) and all(p.device.type in _FUSED_ADAM_DEVICES and p.dtype.is_floating_point
+                                    for p in parameters)
 
 
 def flat_parameters(module: nn.Module) -> torch.Tensor:

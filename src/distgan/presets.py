@@ -38,9 +38,10 @@ def stated_value(config: Config, path: str) -> object:
     return value
 
 
-@preset("default", "round-robin, 2 parties, bundled MNIST split 0-4 | 5-9 (paper Fig. 6), tuned MLP",
+@preset("default", "round-robin, 2 parties, bundled MNIST split 0-4 | 5-9 (paper Fig. 6), tuned MLP "
+        "with an up-convolution in G",
         strategy__name="round-robin", data__source="mnist", data__split="labels:0-4/5-9", data__parties=2,
-        model__name="mlp")
+        model__name="mlp-up")
 def default() -> Config:
     return Config()
 
