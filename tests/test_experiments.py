@@ -4,13 +4,18 @@ run and the table the issue asks for; budgets end runs as they say."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from distgan.cli import main
 from distgan.config import Config
+from distgan.data.sources import FASHION_MNIST_DIR, FASHION_MNIST_PACKAGE
 from distgan.experiments import (
+    COLUMNS,
     EXPERIMENTS,
+    FASHION_QUICK_ROUNDS,
+    METRIC_COLUMNS,
     SCALES,
     TABLE_COLUMNS,
     Budget,
@@ -26,9 +31,16 @@ from distgan.experiments import (
     plan_runs,
     run_set,
 )
+from distgan.metrics import default_metrics
+from distgan.metrics.domains import DOMAINS
+from distgan.metrics.reference import DIGIT_SHAPE
 from distgan.models import natural_image_size
-from distgan.presets import PRESETS
+from distgan.presets import FASHION_ROUNDS, PRESETS
 from distgan.training import train
+
+needs_fashion = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
+                                   reason=f"Debian package {FASHION_MNIST_PACKAGE} not installed")
+SHARP_METRICS = ("fd-sharp", "precision", "recall")
 
 
 def on_fake_data(config: Config, rounds: int = 2) -> Config:
@@ -58,12 +70,55 @@ def test_every_preset_runs_two_rounds_on_fake_data(tmp_path, name):
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_every_experiment_plans_valid_runs(scale):
+    # On digits a run's default metrics include the sharp ones, so every run that keeps the defaults records them.
+    assert set(SHARP_METRICS) <= set(default_metrics(DIGIT_SHAPE, "digits"))
     for name in EXPERIMENTS.names():
+        if name.endswith("-fashion") and not FASHION_MNIST_DIR.is_dir():
+            continue  # a per-epoch round's G steps (the budget is in steps) depend on the data's size
         experiment = EXPERIMENTS.get(name)
         specs = plan_runs(experiment, [0, 1, 2], scale)
         assert len(specs) == 3 * len(experiment.variants) * len(experiment.budgets) * len(experiment.settings)
         assert len({spec.name for spec in specs}) == len(specs), "run folder names must be unique"
         assert {spec.seed for spec in specs} == {0, 1, 2}
+        assert all(spec.config.output.metrics is None for spec in specs), "a run must keep its domain's defaults"
+
+
+FASHION_TWINS = {"fig2-fashion": "fig2", "fig4-5-fashion": "fig4-5", "fig6-fashion": "fig6"}
+
+
+def without_data_source_and_length(config: Config) -> dict[str, object]:
+    settings = config.to_dict()
+    del settings["data"]["source"], settings["train"]["rounds"], settings["output"]  # output follows the length
+    return settings
+
+
+@needs_fashion
+@pytest.mark.parametrize("scale", SCALES)
+def test_fashion_twins_run_their_mnist_figure_on_fashion_mnist(scale):
+    distgan_rounds = FASHION_QUICK_ROUNDS if scale == "quick" else FASHION_ROUNDS
+    for twin, mnist in FASHION_TWINS.items():
+        fashion, digits = plan_runs(EXPERIMENTS.get(twin), [0], scale), plan_runs(EXPERIMENTS.get(mnist), [0], scale)
+        assert [s.variant for s in fashion] == [s.variant for s in digits]
+        for ours, theirs in zip(fashion, digits):
+            assert (ours.config.data.source, theirs.config.data.source) == ("fashion-mnist", "mnist")
+            # the same strategy, split, parties, model, training settings and seed
+            assert without_data_source_and_length(ours.config) == without_data_source_and_length(theirs.config)
+        [budget] = EXPERIMENTS.get(twin).budgets
+        steps = budget.at(scale).generator_steps
+        for spec in fashion:
+            per_round = generator_steps_per_round(spec.config)
+            if spec.variant.endswith("[distgan]"):  # the fashion preset's length
+                assert spec.config.train.rounds == distgan_rounds and spec.config.train.rounds * per_round == steps
+            else:  # the paper's per-epoch round-robin: whole epochs, as many G steps
+                assert steps <= spec.config.train.rounds * per_round < steps + per_round
+
+
+def test_fashion_summaries_name_the_classes_their_labels_are():
+    classes = [name.lower() for name in DOMAINS.get("fashion").class_names]
+    pairs = EXPERIMENTS.summary("fig4-5-fashion").lower()
+    assert f"6|8 ({classes[6]}|{classes[8]})" in pairs and f"4|7 ({classes[4]}|{classes[7]})" in pairs
+    halves = EXPERIMENTS.summary("fig6-fashion").lower()
+    assert f"0-4 ({classes[0]}..{classes[4]}) | 5-9 ({classes[5]}..{classes[9]})" in halves
 
 
 def test_baselines_cover_every_strategy_on_both_splits_with_equal_steps():
@@ -138,11 +193,27 @@ def test_wall_time_budget_stops_the_run_early(tmp_path):
     assert row["rounds"] == 1 and "wall-time budget" in row["stop_reason"]
 
 
+def table_cells(markdown: str) -> list[dict[str, str]]:
+    """table.md's lines below its header, each as header -> cell (escaped "\\|" stays inside its cell)."""
+    header, _, *lines = markdown.splitlines()
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+    return [dict(zip(cells(header), cells(line), strict=True)) for line in lines]
+
+
 def test_tables_give_the_mean_and_its_95_percent_t_interval_and_mark_missing_values():
+    # Rows as an older summary.json has them: no fd_sharp, precision or recall.
     rows = [{"variant": "a", "budget": "b", "rounds": 1, "generator_steps": 1, "wall_time_s": 1.0, "cfid": c}
             for c in (1.0, 3.0, None)]
     # Two seeds: mean 2, sd sqrt(2), t(0.975, 1) = 12.706 -> half-width 12.706 * sqrt(2) / sqrt(2) = 12.7.
-    assert "2.0 [-10.7, 14.7] (2/3)" in markdown_table(rows)
+    [cells] = table_cells(markdown_table(rows))
+    assert cells["cfid"] == "2.0 [-10.7, 14.7] (2/3)"
+    assert list(cells)[-len(TABLE_COLUMNS):] == list(TABLE_COLUMNS)
+    # every column reads a value each run's row has: its metrics, and the wall time
+    assert {column.key for column in COLUMNS} == {*METRIC_COLUMNS, "wall_time_s"}
+    assert all(cells[name] == "n/a" for name in SHARP_METRICS)
     assert mean_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == "3.0 [1.0, 5.0]"  # t(0.975, 4) = 2.776, sd 1.58
     assert mean_interval([7.0]) == "7.0 [one seed]" and mean_interval([None]) == "n/a"
     assert mean_std([1.0, 3.0, None]) == "2.0 ± 1.4 (2/3)"
@@ -178,6 +249,17 @@ def test_figures_run_the_papers_settings_beside_distgans_and_ablations_distgans_
     assert tricks["no logit bound"].model.d_logit_bound is None and tricks["no G average"].train.g_average is None
 
 
+def test_a_figures_paper_setting_trains_as_many_generator_steps_as_distgans():
+    """fig6's budget is 1,500 rounds of distgan's per-batch round-robin (2 G steps each); the paper's
+    per-epoch round-robin trains the same 3,000 G steps (rounded up to whole passes), not 1,500 passes."""
+    ours, paper = sorted(plan_runs(EXPERIMENTS.get("fig6"), [0], "quick"), key=lambda s: s.variant)
+    assert paper.variant.endswith("[paper]") and ours.variant.endswith("[distgan]")
+    ours_steps = ours.config.train.rounds * generator_steps_per_round(ours.config)
+    pass_steps = generator_steps_per_round(paper.config)
+    assert ours_steps == 3000 and paper.limits.generator_steps == 3000
+    assert 3000 <= paper.config.train.rounds * pass_steps < 3000 + pass_steps
+
+
 def test_experiment_command_lists_and_rejects_unknown_names(capsys):
     assert main(["experiment", "--list"]) == 0
     assert "fig14" in capsys.readouterr().out
@@ -185,14 +267,26 @@ def test_experiment_command_lists_and_rejects_unknown_names(capsys):
     assert "valid: ablation-download" in capsys.readouterr().err
 
 
-def test_final_metrics_come_from_the_evaluation_module(tmp_path):
-    """A real run with the digit metrics (on real digits: fake data has no evaluator): the row carries its numbers."""
-    from distgan.experiments import final_metrics
-
-    config = tiny().with_overrides(["train.rounds=2", "output.metrics=cfid,coverage,party-coverage",
-                                    "data.source=mnist", "data.limit=240"])
-    train(config, tmp_path, quiet=True)
-    values = final_metrics(tmp_path)
-    assert values["cfid"] is not None and values["cfid"] > 0
-    assert 0 <= values["coverage"] <= 10 and 0 <= values["party_coverage"] <= 1
-    assert values["tstr"] is None  # not asked for
+def test_an_experiment_run_records_the_evaluation_modules_numbers_and_tables_them(tmp_path):
+    """Two seeds of a real run with the cheap metrics, on real digits (fake data has no evaluator): each row
+    carries the numbers the evaluation module computed at the end, the sharp ones included, and table.md
+    their mean and 95 % interval."""
+    limits = Limits(rounds=2)
+    specs = []
+    for seed in (0, 1):
+        config = tiny().with_overrides([f"output.metrics=cfid,{','.join(SHARP_METRICS)}",
+                                        "data.source=mnist", "data.limit=240", f"runtime.seed={seed}"])
+        apply_limits(config, limits, "quick")
+        specs.append(RunSpec("test", "rr", "rounds", seed, config, limits))
+    run_set(specs, tmp_path)
+    rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["cfid"] > 0 and row["fd_sharp"] > 0
+        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+        assert row["coverage"] is None and row["tstr"] is None  # not asked for
+    [cells] = table_cells((tmp_path / "table.md").read_text())
+    for column in COLUMNS:
+        assert cells[column.header] == mean_interval([row[column.key] for row in rows], column.digits)
+    for name in SHARP_METRICS:
+        assert re.fullmatch(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]", cells[name]), cells[name]

@@ -7,17 +7,19 @@ import sys
 from pathlib import Path
 
 from distgan.cli.common import COMMANDS, Command, positive_int
-from distgan.experiments import DEFAULT_SEEDS
+from distgan.experiments import DEFAULT_SEEDS, TABLE_COLUMNS
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Re-run one result of the paper (or the literature's baselines) over several seeds: every variant
 the figure compares, each seed a normal run folder under OUT/runs/, then OUT/summary.json (one row
-per run), OUT/table.md (mean ± std over seeds of cfid, coverage, party-coverage, tstr, wall time)
-and the comparison report of the runs side by side. Runs an earlier call finished are reused, so an
-interrupted experiment continues where it stopped.
+per run), OUT/table.md (per variant, the mean over seeds and its 95 % interval of each of
+{", ".join(TABLE_COLUMNS)})
+and the comparison report of the runs side by side.
+Runs an earlier call finished are reused, so an interrupted experiment continues where it stopped.
 
 --scale paper (default) trains as long as the paper's figures need (hours on a CPU); --scale quick
-trains 600-1,500 rounds (one to two minutes a run): recognisable digits, not finished models.
+trains 600-1,500 rounds on MNIST, 2,000 on Fashion-MNIST (one to four minutes a run): recognisable
+images, not finished models.
 Examples:
   distgan experiment --list
   distgan experiment fig6 --scale quick
@@ -32,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=positive_int, default=DEFAULT_SEEDS, metavar="N",
                         help=f"seeds 0..N-1 per variant (default {DEFAULT_SEEDS})")
     parser.add_argument("--scale", choices=("quick", "paper"), default="paper",
-                        help="run lengths: the paper's (default) or quick (600-1,500 rounds)")
+                        help="run lengths: the paper's (default) or quick (600-2,000 rounds)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="experiment folder (default experiments/NAME-SCALE)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field in every run, e.g. --set runtime.device=cuda (repeatable; "
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("experiments") / f"{experiment.name}-{args.scale}"
     if args.dry_run:
         for spec in specs:
-            print(f"{spec.name}: {spec.config.strategy.name}, {spec.config.data.split}, "
+            print(f"{spec.name}: {spec.config.strategy.name}, {spec.config.data.source} {spec.config.data.split}, "
                   f"{spec.config.data.parties} parties, {spec.limits.describe()}, train.rounds={spec.config.train.rounds}")
         print(f"{len(specs)} runs into {out_dir}", file=sys.stderr)
         return 0

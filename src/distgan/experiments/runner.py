@@ -61,12 +61,18 @@ def _training_cfid(record: dict[str, Any]) -> float | None:
 
 # -- one run ----------------------------------------------------------------------------------------------
 RunEvaluator = Callable[[Path], dict[str, Any]]
-"""Final metrics of a finished run folder: cfid, coverage, party_coverage, tstr (None: not applicable)."""
-METRIC_COLUMNS = ("cfid", "coverage", "party_coverage", "tstr")
+"""Final metrics of a finished run folder, keyed by :data:`METRIC_COLUMNS` (None: not applicable)."""
+COPIED_METRICS: dict[str, str] = {
+    "cfid": "cfid", "fd_sharp": "fd-sharp", "coverage": "coverage/classes",
+    "precision": "precision", "recall": "recall", "tstr": "tstr/accuracy",
+}
+"""Row key -> the ``metrics.jsonl`` value it copies as it is."""
+METRIC_COLUMNS = (*COPIED_METRICS, "party_coverage")
+"""The metric keys of a run's row (party_coverage is derived from the per-party values)."""
 RESULT_FILE = "experiment-row.json"
 
 
-def final_metrics(run_dir: Path) -> dict[str, float | None]:
+def final_metrics(run_dir: Path) -> dict[str, Any]:
     """The table's metrics of the run's final generator, as the evaluation module computed them at the
     end of training (``metrics.jsonl``); recomputed from the last checkpoint when that line is missing.
     Runs on data without digit metrics (image folders) get None."""
@@ -85,19 +91,22 @@ def final_metrics(run_dir: Path) -> dict[str, float | None]:
     return table_metrics(values)
 
 
-def table_metrics(values: dict[str, Any]) -> dict[str, float | None]:
-    """cfid; coverage = digits covered (of 10); party_coverage = the mean over parties of the fraction of
-    each party's labels the generator makes; tstr = held-out accuracy of a classifier trained on samples."""
+def table_metrics(values: dict[str, Any]) -> dict[str, Any]:
+    """A run's row metrics from its ``metrics.jsonl`` values: cfid; fd_sharp = the Fréchet distance in the
+    sharp LeNet's features; coverage = classes covered (of 10); precision / recall on the sharp features'
+    k-NN manifolds; tstr = held-out accuracy of a classifier trained on samples; party_coverage = the mean
+    over parties of the fraction of each party's labels the generator makes. None: not computed."""
     shares = [float(v) for k, v in values.items() if re.fullmatch(r"party-coverage/party-\d+", k)]
 
     def number(key: str) -> float | None:
         value = values.get(key)
         return float(value) if isinstance(value, (int, float)) else None
 
-    return {"cfid": number("cfid"), "coverage": number("coverage/classes"),
-            "party_coverage": statistics.fmean(shares) if shares else None, "tstr": number("tstr/accuracy"),
+    return {**{row_key: number(key) for row_key, key in COPIED_METRICS.items()},
+            "party_coverage": statistics.fmean(shares) if shares else None,
             "party_coverage_min": min(shares) if shares else None,
             "missing_digits": values.get("coverage/missing")}
+
 
 def train_and_evaluate(spec: RunSpec, out_dir: Path, evaluate: RunEvaluator = final_metrics,
                        quiet: bool = True) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import logging
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,25 @@ from distgan.experiments.definitions import EXPERIMENTS
 # One line per run; not a child of the "distgan" logger, whose handlers write the current run's log.txt.
 log = logging.getLogger("distgan_experiments")
 
-TABLE_COLUMNS = ("cfid", "coverage", "party-coverage", "tstr", "wall time (s)")
+
+@dataclass(frozen=True)
+class Column:
+    """One column of table.md: the mean over seeds of one row value, with its 95 % interval."""
+
+    header: str
+    key: str
+    """The summary.json row key (a row without it, e.g. from an older summary, counts as not measured)."""
+    digits: int
+    """Decimals of the mean and the interval's ends."""
+
+
+COLUMNS = (
+    Column("cfid", "cfid", 1), Column("fd-sharp", "fd_sharp", 1), Column("coverage", "coverage", 1),
+    Column("party-coverage", "party_coverage", 2), Column("precision", "precision", 3),
+    Column("recall", "recall", 3), Column("tstr", "tstr", 3), Column("wall time (s)", "wall_time_s", 1),
+)
+"""table.md's measured columns, in order: the header and every cell come from here."""
+TABLE_COLUMNS = tuple(column.header for column in COLUMNS)
 
 
 def write_summary(rows: Sequence[dict[str, Any]], out_dir: Path) -> None:
@@ -85,16 +104,14 @@ def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[s
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Per variant and budget: the mean over seeds of cfid, coverage, party-coverage, tstr and wall time,
-    each with its 95 % interval (:func:`mean_interval`); rounds and G steps as mean ± std."""
+    """Per variant and budget: the mean over seeds of every :data:`COLUMNS` value, each with its 95 %
+    interval (:func:`mean_interval`); rounds and G steps as mean ± std."""
     header = ["variant", "budget", "seeds", "rounds", "G steps", *TABLE_COLUMNS]
     lines = [_markdown_row(header), "|" + "---|" * len(header)]
     for (variant, budget), group in _groups(rows).items():
         cells = [variant, budget, str(len(group)), mean_std([r["rounds"] for r in group], 0),
                  mean_std([r["generator_steps"] for r in group], 0),
-                 mean_interval([r.get("cfid") for r in group]), mean_interval([r.get("coverage") for r in group]),
-                 mean_interval([r.get("party_coverage") for r in group], 2),
-                 mean_interval([r.get("tstr") for r in group], 3), mean_interval([r["wall_time_s"] for r in group])]
+                 *(mean_interval([r.get(column.key) for r in group], column.digits) for column in COLUMNS)]
         lines.append(_markdown_row(cells))
     return "\n".join(lines) + "\n"
 
