@@ -6,7 +6,7 @@ Gaussian noise sigma 0.1/0.2/0.3 (in [-1, 1] units), blur sigma 0.5/1 px, only h
 one class, pure noise. Each set is scored like a run's samples, against the domain's test split.
 Prints one markdown table per domain (the numbers of docs/EVALUATION.md).
 
-  python benchmarks/calibration.py [--domains mnist] [--count 2000] [--metrics cfid,fd-sharp,...]
+  python benchmarks/calibration.py [--domains mnist fashion-mnist] [--count 2000] [--metrics cfid,fd-sharp,...]
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ import pytest
 import torch
 
 from distgan.config import Config, DataConfig, ModelConfig, OutputConfig, TrainConfig
+from distgan.data.sources import FASHION_MNIST_DIR, FASHION_MNIST_PACKAGE
+
+needs_fashion = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
+                                   reason=f"Debian package {FASHION_MNIST_PACKAGE} not installed")
+"""For tests that read the full Fashion-MNIST (its IDX files are not bundled with distgan)."""
 
 # Two cores are shared by the whole suite; one thread each keeps runs predictable.
 torch.set_num_threads(int(os.environ.get("DISTGAN_TEST_THREADS", "1")))

@@ -18,9 +18,7 @@ from distgan.metrics.evaluator import accuracy, weights_path
 from distgan.metrics.reference import to_unit_range
 from distgan.metrics.runs import select_metrics
 from distgan.training import train
-
-needs_fashion = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
-                                   reason=f"Debian package {FASHION_MNIST_PACKAGE} not installed")
+from tests.conftest import needs_fashion
 
 
 def test_missing_fashion_folder_names_the_debian_package(tmp_path: Path) -> None:

@@ -249,6 +249,17 @@ def test_figures_run_the_papers_settings_beside_distgans_and_ablations_distgans_
     assert tricks["no logit bound"].model.d_logit_bound is None and tricks["no G average"].train.g_average is None
 
 
+def test_a_figures_paper_setting_trains_as_many_generator_steps_as_distgans():
+    """fig6's budget is 1,500 rounds of distgan's per-batch round-robin (2 G steps each); the paper's
+    per-epoch round-robin trains the same 3,000 G steps (rounded up to whole passes), not 1,500 passes."""
+    ours, paper = sorted(plan_runs(EXPERIMENTS.get("fig6"), [0], "quick"), key=lambda s: s.variant)
+    assert paper.variant.endswith("[paper]") and ours.variant.endswith("[distgan]")
+    ours_steps = ours.config.train.rounds * generator_steps_per_round(ours.config)
+    pass_steps = generator_steps_per_round(paper.config)
+    assert ours_steps == 3000 and paper.limits.generator_steps == 3000
+    assert 3000 <= paper.config.train.rounds * pass_steps < 3000 + pass_steps
+
+
 def test_experiment_command_lists_and_rejects_unknown_names(capsys):
     assert main(["experiment", "--list"]) == 0
     assert "fig14" in capsys.readouterr().out

@@ -22,8 +22,8 @@ Fashion-MNIST, for as many generator steps as distgan's setting takes in 2,000 r
 ``fashion`` preset's 9,000 (paper) (:func:`on_fashion`).
 
 Each run's row and table.md carry cfid, fd-sharp, label coverage, party coverage, precision, recall,
-tstr and wall time (:data:`COLUMNS`); a metric a run's domain lacks (no sharp feature space yet for
-Fashion-MNIST) is None in the row and ``n/a`` in the table.
+tstr and wall time (:data:`COLUMNS`); a metric a run lacks (the sharp ones on a domain without a sharp
+feature space, or in a summary written before they existed) is None in the row and ``n/a`` in the table.
 
 Modules: ``definitions`` (Limits, Budget, Experiment, the registered experiments, run planning),
 ``runner`` (one run: stopping rules, training, evaluation, its row), ``pool`` (many runs, in parallel

@@ -10,7 +10,9 @@ images for:
 - ``fd-sharp``: the Fréchet distance of generated vs the domain's test split in this space;
 - ``precision`` / ``recall`` / ``density`` / ``manifold-coverage`` (:mod:`distgan.metrics.manifold`).
 
-The weights ship in ``assets/<domain>-sharp.safetensors``; ``distgan evaluator sharp`` retrains them.
+One space per evaluation domain (:data:`SHARP_OF_DOMAIN`): digits (the bundled MNIST's 4,000 train
+digits, ``assets/mnist-sharp.safetensors``) and fashion (Fashion-MNIST's 60,000 train images,
+``assets/fashion-sharp.safetensors``). ``distgan evaluator sharp --domain mnist|fashion-mnist`` retrains them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -28,9 +28,9 @@ from torch import nn
 
 from distgan.data import LabelledImages
 from distgan.metrics.base import METRICS, EvalContext, Metric, MetricUnavailable, MetricValues
-from distgan.metrics.evaluator import load_weights, save_weights
+from distgan.metrics.evaluator import load_weights, save_weights, weights_path
 from distgan.metrics.frechet import GaussianStats, frechet_distance
-from distgan.metrics.reference import DIGIT_SHAPE, digit_split, to_unit_range
+from distgan.metrics.reference import DIGIT_SHAPE, evaluation_split, to_unit_range
 
 SHARP_SEED = 0
 """Seed of the sharp LeNet's training (weights, batch order)."""
@@ -41,25 +41,36 @@ class SharpDomain:
     """Where a domain's sharp feature space comes from and what it is compared with."""
 
     name: str
-    """Names the weights file, ``assets/<name>-sharp.safetensors``."""
-    image_shape: tuple[int, int, int]
-    train_split: Callable[[], LabelledImages]
-    """The train split (what the LeNet learns from)."""
-    test_split: Callable[[], LabelledImages]
-    """The test split (the reference the metrics compare with)."""
+    """The public data source (:mod:`distgan.data`) whose evaluation split it learns and is compared with
+    (:func:`distgan.metrics.reference.evaluation_split`); ``distgan evaluator sharp --domain NAME``."""
+    weights: str
+    """The weights file in ``distgan/assets``."""
+    image_shape: tuple[int, int, int] = DIGIT_SHAPE
+
+    def train_split(self) -> LabelledImages:
+        """The train split (what the LeNet learns from)."""
+        return evaluation_split(self.name).train
+
+    def test_split(self) -> LabelledImages:
+        """The test split (the reference the metrics compare with)."""
+        return evaluation_split(self.name).held_out
 
     @property
     def weights_path(self) -> Path:
-        return Path(str(resources.files("distgan") / "assets" / f"{self.name}-sharp.safetensors"))
+        return weights_path(self.weights)
 
 
 DOMAINS: dict[str, SharpDomain] = {
-    "mnist": SharpDomain("mnist", DIGIT_SHAPE, lambda: digit_split().train, lambda: digit_split().held_out),
+    # The bundled MNIST: 4,000 train digits, 1,000 test digits.
+    "mnist": SharpDomain("mnist", "mnist-sharp.safetensors"),
+    # Fashion-MNIST: the 60,000 train-* images, the 10,000 t10k-* images.
+    "fashion-mnist": SharpDomain("fashion-mnist", "fashion-sharp.safetensors"),
 }
 
 
-SHARP_OF_DOMAIN = {"digits": "mnist"}
-"""Evaluation domain (:mod:`distgan.metrics.domains`) -> its sharp feature space (none for fashion yet)."""
+SHARP_OF_DOMAIN = {"digits": "mnist", "fashion": "fashion-mnist"}
+"""Evaluation domain (:mod:`distgan.metrics.domains`) -> its sharp feature space: a domain's images are
+only ever embedded by the LeNet trained on that domain."""
 
 
 def domain_of(context: EvalContext) -> SharpDomain:
@@ -72,8 +83,8 @@ def domain_of(context: EvalContext) -> SharpDomain:
                                 f"{', '.join(SHARP_OF_DOMAIN)})")
     domain = DOMAINS[SHARP_OF_DOMAIN[evaluation_domain]]
     if tuple(context.image_shape) != domain.image_shape:
-        raise MetricUnavailable(f"the sharp metrics need 1x28x28 images, this run makes "
-                                f"{'x'.join(map(str, context.image_shape))}; use fid for other images")
+        raise MetricUnavailable(f"the sharp metrics need {'x'.join(map(str, domain.image_shape))} images, this run "
+                                f"makes {'x'.join(map(str, context.image_shape))}; use fid for other images")
     return domain
 
 
