@@ -27,6 +27,15 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+REPORTED = {"cfid": "cfid", "fd-sharp": "fd-sharp", "precision": "precision", "recall": "recall",
+            "classes": "coverage/classes", "missing": "coverage/missing"}
+"""Column -> metrics.jsonl key of what each measurement prints (the sharp metric beside cfid, issue 12)."""
+
+
+def _shown(value: object) -> str:
+    return f"{value:7.3g}" if isinstance(value, float) else str(value)
+
+
 def run_trial(name: str, overrides: list[str], rounds: int, eval_every: int, root: Path) -> list[dict]:
     config = Config().with_overrides([f"train.rounds={rounds}", f"output.eval_every={eval_every}",
                                       f"output.sample_every={rounds}", f"output.checkpoint_every={rounds}",
@@ -39,11 +48,11 @@ def run_trial(name: str, overrides: list[str], rounds: int, eval_every: int, roo
     rows = []
     for line in read_metrics(run_dir):
         metrics = line["metrics"]
-        rows.append({"trial": name, "round": line["round"], "train_s": line["elapsed_s"],
-                     "cfid": metrics.get("cfid"), "classes": metrics.get("coverage/classes"),
-                     "missing": metrics.get("coverage/missing")})
-        print(f"{name:<24} round {line['round']:>5}  train {line['elapsed_s']:7.1f} s  cfid {metrics.get('cfid', 0):7.1f}"
-              f"  classes {metrics.get('coverage/classes')}  missing {metrics.get('coverage/missing')}", flush=True)
+        row = {"trial": name, "round": line["round"], "train_s": line["elapsed_s"],
+               **{key: metrics.get(metric) for key, metric in REPORTED.items()}}
+        rows.append(row)
+        shown = "  ".join(f"{key} {_shown(row[key])}" for key in REPORTED)
+        print(f"{name:<24} round {line['round']:>5}  train {line['elapsed_s']:7.1f} s  {shown}", flush=True)
     print(f"{name:<24} total wall {wall:.0f} s (with evaluation), process CPU {cpu:.0f} s, "
           f"load {os.getloadavg()[0]:.1f}", flush=True)
     return rows
