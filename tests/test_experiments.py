@@ -228,7 +228,7 @@ def test_figures_run_the_papers_settings_beside_distgans_and_ablations_distgans_
     assert (paper.model.name, paper.train.batch_size, paper.train.lr_g, paper.train.g_average) == \
         ("paper-mlp", 100, 2e-4, None)
     assert paper.strategy.download_fraction is None and paper.strategy.server_update == "max"  # Alg. 1
-    assert ours.model.name == "mlp" and ours.strategy.download_fraction == 1.0
+    assert ours.model.name == "mlp-up" and ours.strategy.download_fraction == 1.0
     baselines = {(s.config.strategy.name, s.variant.endswith("[paper]")): s.config
                  for s in plan_runs(EXPERIMENTS.get("baselines"), [0], "quick")}
     fedgan = baselines[("fedgan", True)]

@@ -46,10 +46,10 @@ def default() -> Config:
     return Config()
 
 
-FASHION_ROUNDS = 9000
-"""Sized from the default run's measured rate (5,000 rounds in 3.8 min of training on 2 idle cores, about
-22 rounds/s; Fashion-MNIST's images are the same size, so a round costs the same): 9,000 rounds is about
-6.8 min of training, plus loading 70,000 images and the metrics, inside 10 minutes."""
+FASHION_ROUNDS = 7000
+"""Sized from the default run's measured rate with ``mlp-up`` (4,000 rounds in 4.3 min of training on 2
+idle cores, about 16 rounds/s; Fashion-MNIST's images are the same size, so a round costs the same):
+7,000 rounds is about 7.3 min of training, plus loading 70,000 images and the metrics, inside 10 minutes."""
 
 
 @preset("fashion", "Fashion-MNIST demo: round-robin, 2 parties holding classes 0-4 | 5-9 of its 60,000 train "

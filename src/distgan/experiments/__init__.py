@@ -19,7 +19,7 @@ Two scales: ``paper`` (the lengths the paper's figures need; hours on a CPU) and
 where the default model already makes recognisable digits of all kinds; docs/RESULTS.md says which
 scale each number comes from). The ``-fashion`` twins of Figs. 2, 4-5 and 6 run the same splits on
 Fashion-MNIST, for as many generator steps as distgan's setting takes in 2,000 rounds (quick) or the
-``fashion`` preset's 9,000 (paper) (:func:`on_fashion`).
+``fashion`` preset's 7,000 (paper) (:func:`on_fashion`).
 
 Each run's row and table.md carry cfid, fd-sharp, label coverage, party coverage, precision, recall,
 tstr and wall time (:data:`COLUMNS`); a metric a run lacks (the sharp ones on a domain without a sharp
