@@ -10,7 +10,7 @@ import pytest
 
 from distgan.cli import main
 from distgan.config import Config
-from distgan.data.sources import FASHION_MNIST_DIR, FASHION_MNIST_PACKAGE
+from distgan.data.sources import FASHION_MNIST_DIR
 from distgan.experiments import (
     COLUMNS,
     EXPERIMENTS,
@@ -37,9 +37,8 @@ from distgan.metrics.reference import DIGIT_SHAPE
 from distgan.models import natural_image_size
 from distgan.presets import FASHION_ROUNDS, PRESETS
 from distgan.training import train
+from tests.conftest import needs_fashion
 
-needs_fashion = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
-                                   reason=f"Debian package {FASHION_MNIST_PACKAGE} not installed")
 SHARP_METRICS = ("fd-sharp", "precision", "recall")
 
 

@@ -28,7 +28,7 @@ def build_generator(factory: ModelFactory, seed: int) -> nn.Module:
 
 def adam(module: nn.Module, lr: float, train: TrainConfig) -> torch.optim.Adam:
     # The fused kernel updates every tensor in one pass: 1.0 ms per G + D step of the default model on
-    # one CPU thread against 8.2 ms for the per-tensor loop (benchmarks/throughput.py), i.e. ~15 % of a
+    # one CPU thread against 8.2 ms for the per-tensor loop (docs/TUNING.md round 3b), i.e. ~15 % of a
     # round. CPU support arrived in torch 2.4; elsewhere (older torch, other devices) the plain loop.
     parameters = list(module.parameters())
     return torch.optim.Adam(parameters, lr=lr, betas=(train.beta1, train.beta2), fused=_fusable(parameters) or None)

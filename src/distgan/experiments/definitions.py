@@ -186,6 +186,16 @@ register(Experiment("fig22", "fig22", "both strategies scale to 5 parties (Fig. 
                     (_rounds(600),)),
          "5 parties: server-d on iid fifths, round-robin with one digit each (the paper's) and two each")
 
+
+def in_generator_steps(limits: Limits, distgans: Config) -> Limits:
+    """A budget in rounds counts rounds of distgan's setting; the paper setting trains as many G steps.
+    A round of the paper's per-epoch round-robin (Alg. 3) is a pass over every party's data (40 G steps
+    on the bundled MNIST's 0-4 | 5-9 against distgan's 2), so equal rounds would give it 20x the training."""
+    if limits.rounds is None:
+        return limits
+    return replace(limits, rounds=None, generator_steps=limits.rounds * generator_steps_per_round(distgans))
+
+
 # -- the same figures on Fashion-MNIST: does a claim hold beyond digits? ---------------------------------------
 FASHION_QUICK_ROUNDS = 2000
 """The fashion preset's run first made all 10 classes at round 2,000 (cfid 21.6; 20.8 at 3,000, README):
@@ -208,9 +218,9 @@ def on_fashion(mnist: Experiment, claim: str) -> Experiment:
     if len(per_round) != 1:
         raise ValueError(f"{mnist.name}'s variants take different G steps per round ({sorted(per_round)}): "
                          "one budget in steps cannot stand for the fashion preset's rounds")
-    steps = per_round.pop()
-    budget = Budget("steps", Limits(generator_steps=FASHION_QUICK_ROUNDS * steps),
-                    Limits(generator_steps=FASHION_ROUNDS * steps))
+    distgans = base.with_overrides(list(variants[0].overrides))
+    budget = Budget("steps", in_generator_steps(Limits(rounds=FASHION_QUICK_ROUNDS), distgans),
+                    in_generator_steps(Limits(rounds=FASHION_ROUNDS), distgans))
     return replace(mnist, name=f"{mnist.name}-fashion", claim=claim, variants=variants, budgets=(budget,))
 
 
@@ -300,27 +310,18 @@ def plan_runs(experiment: Experiment, seeds: Sequence[int], scale: str,
             for setting in experiment.settings:
                 label = variant.label if len(experiment.settings) == 1 else f"{variant.label} [{setting}]"
                 for seed in seeds:
-                    distgans = PRESETS.get(experiment.preset)().with_overrides([*variant.overrides, *overrides,
-                                                                              f"runtime.seed={seed}"])
+                    last = [*overrides, f"runtime.seed={seed}"]
+                    preset = PRESETS.get(experiment.preset)
+                    distgans = preset().with_overrides([*variant.overrides, *last])
                     if setting == "paper":
-                        config = PRESETS.get(experiment.preset)().with_overrides(
-                            [*variant.overrides, *paper_overrides(distgans.strategy.name), *overrides,
-                             f"runtime.seed={seed}"])
+                        config = preset().with_overrides(
+                            [*variant.overrides, *paper_overrides(distgans.strategy.name), *last])
                         run_limits = in_generator_steps(limits, distgans)
                     else:
                         config, run_limits = distgans, limits
                     apply_limits(config, run_limits, scale)
                     specs.append(RunSpec(experiment.name, label, budget.name, seed, config, run_limits))
     return specs
-
-
-def in_generator_steps(limits: Limits, distgans: Config) -> Limits:
-    """A budget in rounds counts rounds of distgan's setting; the paper setting trains as many G steps.
-    A round of the paper's per-epoch round-robin (Alg. 3) is a pass over every party's data (40 G steps
-    on the bundled MNIST's 0-4 | 5-9 against distgan's 2), so equal rounds would give it 20x the training."""
-    if limits.rounds is None:
-        return limits
-    return replace(limits, rounds=None, generator_steps=limits.rounds * generator_steps_per_round(distgans))
 
 
 def apply_limits(config: Config, limits: Limits, scale: str) -> None:
