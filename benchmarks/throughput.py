@@ -5,8 +5,12 @@
    batch (``strategy.switch=batch``: every step crosses the protocol twice) and per epoch
    (``switch=epoch``: G travels to the pooled party once per epoch). Rates by wall clock and by the
    process's CPU time: on a shared, loaded machine the CPU-time ratio is the one to trust.
-2. samples/s of avg-output with 2 and 4 parties over ``--workers`` 1, 2, 4 (wall clock: parallel
-   speed-ups need idle cores; the load average is printed beside the table).
+   Each repeat runs the three back to back; the ratio printed is the median over repeats of each
+   repeat's own ratio (with its range), so a change of machine speed between repeats does not enter it.
+2. samples/s of avg-output with 2 and 4 parties over ``--workers`` 1, 2, 4, each worker with its share
+   of the cores as torch threads (the default) and with one thread each (``runtime.worker_threads=1``:
+   each party on a core of its own, the paper's setting), against one worker of one thread (wall
+   clock: parallel speed-ups need idle cores; the load average is printed beside the table).
 
 Run: ``python benchmarks/throughput.py [--steps N] [--repeats R]``; prints a markdown table.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +40,7 @@ from distgan.config import (
 from distgan.data import load_source
 from distgan.models import build_models
 from distgan.networks import adam
+from distgan.runtime.local import shared_cores
 from distgan.training import build_coordinator, setup_logging
 
 
@@ -100,6 +106,12 @@ def best(rates: list[tuple[float, float]]) -> tuple[float, float]:
     return max(r[0] for r in rates), max(r[1] for r in rates)
 
 
+def paired_ratio(ours: list[tuple[float, float]], reference: list[tuple[float, float]], which: int) -> str:
+    """Median over repeats of ours / reference measured in the same repeat, and the range of those ratios."""
+    ratios = sorted(o[which] / r[which] for o, r in zip(ours, reference))
+    return f"{statistics.median(ratios):.2f}x [{ratios[0]:.2f}, {ratios[-1]:.2f}]"
+
+
 def load_average() -> str:
     return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -119,7 +131,7 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, best of {args.repeats}, "
           f"{os.cpu_count()} CPUs\n")
-    print("| measurement | rate (wall / CPU time) | ratio (wall / CPU time) |\n|---|---|---|", flush=True)
+    print("| measurement | rate (wall / CPU time) | ratio (wall / CPU time; workers: vs 1 worker of 1 thread) |\n|---|---|---|", flush=True)
     rows = TableRows()
     # No weight average: the plain loop keeps none (like for like).
     central = Config(data=DataConfig(split="iid"), model=ModelConfig(name="paper-mlp"),
@@ -140,28 +152,32 @@ def main() -> None:
     (plain_wall, plain_cpu), (ours_wall, ours_cpu), (epoch_wall, epoch_cpu) = best(plain), best(ours), best(travelling)
     rows.append(("plain 40-line loop, paper-mlp", f"{plain_wall:.1f} / {plain_cpu:.1f} steps/s", ""))
     rows.append(("distgan centralized, switch=batch", f"{ours_wall:.1f} / {ours_cpu:.1f} steps/s",
-                 f"{ours_wall / plain_wall:.2f}x / {ours_cpu / plain_cpu:.2f}x of plain"))
+                 f"{paired_ratio(ours, plain, 0)} / {paired_ratio(ours, plain, 1)} of plain"))
     rows.append(("distgan centralized, switch=epoch", f"{epoch_wall:.1f} / {epoch_cpu:.1f} steps/s",
-                 f"{epoch_wall / plain_wall:.2f}x / {epoch_cpu / plain_cpu:.2f}x of plain"))
+                 f"{paired_ratio(travelling, plain, 0)} / {paired_ratio(travelling, plain, 1)} of plain"))
 
     if not args.skip_workers:
         rounds = max(10, args.steps // (4 * args.local_steps))
         for parties in (2, 4):
-            rates = {}
+            rates: dict[tuple[int, int], float] = {}
             for workers in (1, 2, 4):
-                if workers > parties:
-                    continue
-                config = Config(data=DataConfig(split="iid", parties=parties), model=ModelConfig(name="paper-mlp"),
-                                train=TrainConfig(rounds=rounds, batch_size=batch, local_steps=args.local_steps,
-                                                  g_average=None),
-                                strategy=StrategyConfig(name="avg-output"), runtime=RuntimeConfig(workers=workers),
-                                output=quiet_output(rounds))
-                samples_per_round = parties * args.local_steps * batch
-                wall = max(distgan_rounds_per_s(config)[0] for _ in range(args.repeats))
-                rates[workers] = wall * samples_per_round
-                ratio = "" if workers == 1 else f"{rates[workers] / rates[1]:.2f}x of 1 worker"
-                rows.append((f"avg-output {parties} parties, --workers {workers}", f"{rates[workers]:.0f} samples/s",
-                             ratio))
+                for threads in (1, 0):  # one thread each; the cores shared out (the default)
+                    if workers > parties or (threads == 0 and shared_cores(workers) == 1):
+                        continue
+                    config = Config(data=DataConfig(split="iid", parties=parties),
+                                    model=ModelConfig(name="paper-mlp"),
+                                    train=TrainConfig(rounds=rounds, batch_size=batch, local_steps=args.local_steps,
+                                                      g_average=None),
+                                    strategy=StrategyConfig(name="avg-output"),
+                                    runtime=RuntimeConfig(workers=workers, worker_threads=threads),
+                                    output=quiet_output(rounds))
+                    samples_per_round = parties * args.local_steps * batch
+                    wall = max(distgan_rounds_per_s(config)[0] for _ in range(args.repeats))
+                    rates[workers, threads] = wall * samples_per_round
+                    each = "1 thread" if threads else f"{shared_cores(workers)} threads (default)"
+                    ratio = "" if (workers, threads) == (1, 1) else f"{rates[workers, threads] / rates[1, 1]:.2f}x"
+                    rows.append((f"avg-output {parties} parties, --workers {workers}, {each} each",
+                                 f"{rates[workers, threads]:.0f} samples/s", ratio))
 
     print(f"load average (1/5/15 min) {load_before} before, {load_average()} after")
 

@@ -23,6 +23,7 @@ def test_overrides_parse_by_declared_type():
     ("train.rounds", "section.field=value"),
     ("privacy.delta=2", "privacy.delta"),
     ("privacy.epsilon=-3", "privacy.epsilon"),
+    ("runtime.worker_threads=-1", "runtime.worker_threads=-1"),
 ])
 def test_bad_overrides_name_the_field(assignment, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")

@@ -60,8 +60,12 @@ def test_workers_equal_in_process(tmp_path):
     for workers in (0, 2):
         run_dir = tmp_path / f"w{workers}"
         run_dir.mkdir()
-        train(tiny_config("avg-output", rounds=4, runtime__workers=workers), run_dir, quiet=True)
+        # One thread per worker (each party on a core of its own): the numbers do not depend on it.
+        train(tiny_config("avg-output", rounds=4, runtime__workers=workers, runtime__worker_threads=1), run_dir,
+              quiet=True)
         results[workers] = (losses(stats(run_dir)), generator_weights(run_dir))
+    log = (tmp_path / "w2" / "log.txt").read_text()
+    assert "worker 0: parties [0], 1 torch thread(s)" in log and "worker 1: parties [1], 1 torch thread(s)" in log
     np.testing.assert_allclose(results[0][0], results[2][0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(results[0][1], results[2][1], rtol=1e-4, atol=1e-5)
 

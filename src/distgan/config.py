@@ -289,6 +289,9 @@ class RuntimeConfig:
     """Seed of every random number generator of the run."""
     workers: int = 0
     """0 runs parties in this process; N >= 1 spreads them over N worker processes."""
+    worker_threads: int = 0
+    """Torch threads of each worker process: 0 shares the cores this process may use among the workers
+    (cores // workers, at least 1); N gives each worker N (e.g. 1 to give each party one core of its own)."""
     device: str = "cpu"
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when one is present)."""
     on_party_failure: str = "continue"
@@ -301,6 +304,9 @@ class RuntimeConfig:
                  "runtime.seed", self.seed, "must be a non-negative integer")
         _require(isinstance(self.workers, int) and self.workers >= 0, "runtime.workers", self.workers,
                  "must be a non-negative integer")
+        _require(isinstance(self.worker_threads, int) and not isinstance(self.worker_threads, bool)
+                 and self.worker_threads >= 0, "runtime.worker_threads", self.worker_threads,
+                 "must be a non-negative integer (0: the cores shared out among the workers)")
         _require(self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"), "runtime.device",
                  self.device, "must be cpu, cuda, cuda:N or auto")
         _choice("runtime.on_party_failure", self.on_party_failure, ("continue", "stop", "wait"))

@@ -127,7 +127,7 @@ def _worker_main(config_dict: dict[str, Any], run_dir: str, pooled: bool, party_
     try:
         plan = plan_data(config)
         parties = {j: build_party(config, plan, j, Path(run_dir), pooled) for j in party_ids}
-        connection.send(("ready", None))
+        connection.send(("ready", torch.get_num_threads()))  # what the worker really runs with, for the log
     except Exception as error:  # noqa: BLE001  reported to the coordinator, which raises it
         connection.send(("fatal", f"{type(error).__name__}: {error}"))
         return
@@ -147,6 +147,14 @@ def _worker_main(config_dict: dict[str, Any], run_dir: str, pooled: bool, party_
         connection.send(("replies", outcomes))
 
 
+def shared_cores(workers: int) -> int:
+    """Threads per worker when none are set: the cores this process may use (a container or taskset may
+    allow fewer than the machine has) shared out, since N workers with all of them each would fight
+    over the same cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
 class WorkerParties(Parties):
     """Parties in ``runtime.workers`` processes (spawned, so each reads its own data)."""
 
@@ -154,10 +162,7 @@ class WorkerParties(Parties):
                  expectations: p.Expectations | None = None) -> None:
         super().__init__(count, expectations, config.runtime.on_party_failure == "stop")
         workers = min(config.runtime.workers, count)
-        # The cores this process may use (a container or taskset may allow fewer than the machine has),
-        # shared out: N workers with all of them each would fight over the same cores.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self._threads = max(1, cores // workers)
+        self._threads = config.runtime.worker_threads or shared_cores(workers)
         self._context = mp.get_context("spawn")
         self._start_args = (config.to_dict(), str(run_dir), pooled)
         self._owner = {j: j % workers for j in range(count)}
@@ -171,6 +176,7 @@ class WorkerParties(Parties):
             if status != "ready":
                 self.close()
                 raise PartyFailedError(f"worker {worker} could not start its parties: {detail}")
+            log.info("worker %d: parties %s, %s torch thread(s)", worker, self._hosted(worker), detail)
 
     def _hosted(self, worker: int) -> list[int]:
         return [j for j in range(self.count) if self._owner[j] == worker]
