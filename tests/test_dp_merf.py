@@ -16,6 +16,7 @@ import torch
 from distgan import protocol as p
 from distgan.assembly import build_party, plan_data
 from distgan.cli import main as cli_main
+from distgan.config import Config, StrategyConfig
 from distgan.models.conditional import LabelConditionalGenerator, generated_labels
 from distgan.privacy.accounting import PrivacyBudgetExhausted
 from distgan.privacy.mechanisms import MeanEmbeddingRelease, PrivacyViolation, resolve_mechanism
@@ -64,6 +65,68 @@ def test_every_record_adds_a_unit_vector_so_one_record_moves_the_sum_by_one():
     assert math.isclose(float((full - without_last).norm()), sensitivity("add-remove"), rel_tol=1e-5)
     assert sensitivity("replace-one") >= math.sqrt(2)
     assert torch.allclose(full[-1] / 0.3, torch.bincount(labels, minlength=4).float())  # the label counts row
+
+
+def test_several_kernels_keep_every_record_at_unit_norm_and_approximate_the_mean_kernel():
+    # Three kernels in one release: each record's vector still has norm 1 (sensitivity 1, the same
+    # noise), each kernel owns its share of the frequencies, and phi(x).phi(x') approximates the mean
+    # of the three Gaussian kernels.
+    lengthscales = (5.0, 2.0, 1.0)
+    feature_map = RandomFeatures(seed=3, features=6000, lengthscale=lengthscales[0], inputs=16,
+                                 extra_lengthscales=lengthscales[1:])
+    x = (torch.rand(50, 16) * 2 - 1) * 0.5
+    labels = torch.arange(50) % 4
+    frequencies = feature_map.frequencies()
+    rows = feature_map(x, frequencies)
+    torch.testing.assert_close(rows.norm(dim=1), torch.ones(50))
+    full = label_embedding(rows, labels, 4)
+    assert math.isclose(float((full - label_embedding(rows[:-1], labels[:-1], 4)).norm()), 1.0, rel_tol=1e-5)
+    for block, lengthscale in zip(frequencies.split(1000), lengthscales):
+        assert math.isclose(float(block.std()), 1 / lengthscale, rel_tol=0.02)
+    distances = torch.cdist(x, x) ** 2
+    kernel = sum(torch.exp(-distances / (2 * lengthscale ** 2)) for lengthscale in lengthscales) / 3
+    approximate = rows[:, :-1] @ rows[:, :-1].T / (1 - 0.3 ** 2)
+    assert float((approximate - kernel).abs().max()) < 0.1
+    # One kernel: the extra field's default, the same frequencies as before several kernels existed.
+    single = RandomFeatures(seed=3, features=64, lengthscale=5.0, inputs=16)
+    rng = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(single.frequencies(), torch.randn(32, 16, generator=rng) / 5.0, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="at least as many frequencies"):
+        RandomFeatures(seed=3, features=4, lengthscale=5.0, inputs=16, extra_lengthscales=(2.0, 1.0))
+
+
+def test_a_bad_kernel_scale_list_is_refused_naming_the_field_and_the_value():
+    config = dp_merf_config().with_overrides(["strategy.extra_kernel_scales=0.3,0.15"])
+    assert config.strategy.extra_kernel_scales == (0.3, 0.15)
+    assert Config.from_dict(config.to_dict()).strategy.extra_kernel_scales == (0.3, 0.15)  # a saved run
+    assert StrategyConfig().extra_kernel_scales == ()  # the default: one kernel, as before
+    for bad, shown in (("0.3,-1", "'-1'"), ("0.3,abc", "'abc'"), ("0.3,inf", "'inf'")):
+        with pytest.raises(ValueError, match=rf"strategy\.extra_kernel_scales=.*got {shown}"):
+            dp_merf_config().with_overrides([f"strategy.extra_kernel_scales={bad}"])
+    with pytest.raises(ValueError, match=r"strategy\.extra_kernel_scales=\(0\.3, 0\.15\).*per kernel"):
+        StrategyConfig(random_features=4, extra_kernel_scales=(0.3, 0.15))
+    # On the wire: a malformed entry is a protocol error; a reply for other kernels answers nothing.
+    request = p.ReleaseEmbedding(7, FEATURES, 20.0, 10, p.format_lengthscales((8.4, 4.2)))
+    assert p.parse_lengthscales(request.extra_lengthscales) == (8.4, 4.2)
+    with pytest.raises(p.ProtocolError, match="extra_lengthscales='8.4,-2'"):
+        p.ReleaseEmbedding(7, FEATURES, 20.0, 10, "8.4,-2").validate("coordinator", p.Expectations((1, 28, 28), 8, 4))
+    reply = p.EmbeddingRelease(torch.zeros(FEATURES + 1, 10), 7, FEATURES, 20.0,
+                               extra_lengthscales=request.extra_lengthscales)
+    assert reply.answers(request) and not reply.answers(release_request())
+
+
+def test_a_several_kernel_release_is_cached_and_survives_a_restart(tmp_path):
+    party = private_party(tmp_path)
+    request = p.ReleaseEmbedding(7, FEATURES, 20.0, 10, p.format_lengthscales((8.0,)))
+    first = party.handle(request)
+    assert isinstance(first, p.EmbeddingRelease) and first.answers(request)
+    tensors, meta = party.state_tensors()
+    restarted = private_party(tmp_path)
+    restarted.load_state_tensors(tensors, meta)
+    assert torch.equal(restarted.handle(request).embedding, first.embedding)
+    # The single-kernel request with the same seed is another feature map: another release, refused.
+    with pytest.raises(PrivacyBudgetExhausted):
+        restarted.handle(release_request())
 
 
 def test_the_release_spends_exactly_one_gaussian_mechanism(tmp_path):

@@ -53,6 +53,9 @@ def _examples() -> list[p.Message]:
         p.Description(5, torch.tensor([2, 3]), torch.tensor([1, 4, 4])), p.Ack(),
         p.ReleaseEmbedding(feature_seed=3, features=4, lengthscale=2.5, num_labels=2),
         p.EmbeddingRelease(torch.randn(5, 2), feature_seed=3, features=4, lengthscale=2.5, epsilon=1.5),
+        p.ReleaseEmbedding(feature_seed=3, features=4, lengthscale=2.5, num_labels=2, extra_lengthscales="1.25"),
+        p.EmbeddingRelease(torch.randn(5, 2), feature_seed=3, features=4, lengthscale=2.5, epsilon=1.5,
+                           extra_lengthscales="1.25"),
     ]
 
 

@@ -34,6 +34,22 @@ def _positive_float(name: str, value: Any) -> None:
              and math.isfinite(value), name, value, "must be a positive finite number")
 
 
+def _float_tuple(name: str, value: Any) -> tuple[float, ...]:
+    """A tuple of positive finite numbers from a tuple, a list (a saved config.json) or a comma string."""
+    parts = value.split(",") if isinstance(value, str) else value
+    _require(isinstance(parts, (tuple, list)), name, value, "must be a list of positive numbers")
+    numbers: list[float] = []
+    for part in parts:
+        try:
+            number = float(part) if not isinstance(part, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        _require(number > 0 and math.isfinite(number), name, value,
+                 f"every entry must be a positive finite number, got {part!r}")
+        numbers.append(number)
+    return tuple(numbers)
+
+
 def _fraction(name: str, value: Any) -> None:
     _require(isinstance(value, (int, float)) and 0 < value <= 1, name, value, "must lie in (0, 1]")
 
@@ -212,6 +228,11 @@ class StrategyConfig:
     kernel_scale: float = 0.73
     """dp-merf: the Gaussian kernel's lengthscale is kernel_scale * sqrt(pixels) for images in [-1, 1], a
     public rule (0.73 is DP-MERF's MNIST choice); never a statistic of private data."""
+    extra_kernel_scales: tuple[float, ...] = ()
+    """dp-merf: further kernels in the same release (``--set strategy.extra_kernel_scales=0.3,0.15``): the
+    random features are split evenly over kernel_scale and these scales (same rule), each block weighted
+    1/sqrt(number of kernels), so every record's vector keeps norm 1 and the noise is unchanged. Narrower
+    kernels let G match more than class means. Empty (the default): one kernel."""
     switch: str = "batch"
     """round-robin / centralized: when G moves on to the next party. ``batch``: after every batch (G stays on
     the platform; fakes go down, D's feedback comes up). ``epoch``: the paper's Alg. 3 -- G's weights and Adam
@@ -233,6 +254,10 @@ class StrategyConfig:
         _require(self.random_features % 2 == 0 and self.random_features >= 2, "strategy.random_features",
                  self.random_features, "must be even (cos and sin of each frequency)")
         _positive_float("strategy.kernel_scale", self.kernel_scale)
+        self.extra_kernel_scales = _float_tuple("strategy.extra_kernel_scales", self.extra_kernel_scales)
+        _require(len(self.extra_kernel_scales) + 1 <= self.random_features // 2, "strategy.extra_kernel_scales",
+                 self.extra_kernel_scales, f"needs at least one of the {self.random_features // 2} frequencies "
+                 "(strategy.random_features / 2) per kernel")
         _choice("strategy.switch", self.switch, ("batch", "epoch"))
         _choice("strategy.fakes", self.fakes, ("coordinator", "party"))
 

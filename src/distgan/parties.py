@@ -88,7 +88,8 @@ def check_reply(sender: str, request: p.Message, reply: p.Message, models: Model
     if isinstance(request, p.ReleaseEmbedding) and isinstance(reply, p.EmbeddingRelease) \
             and not reply.answers(request):
         raise p.ProtocolError(f"{sender}: {reply.kind} is not the embedding {request.kind} asked for "
-                              f"({reply.features} features, lengthscale {reply.lengthscale}, seed "
+                              f"({reply.features} features, lengthscale {reply.lengthscale} "
+                              f"[{reply.extra_lengthscales}], seed "
                               f"{reply.feature_seed}, {reply.embedding.shape[1]} labels)")
     if models is None:
         return

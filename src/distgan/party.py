@@ -295,9 +295,11 @@ class Party:
             raise p.ProtocolError(f"{self.name}: {request.kind} asks for {request.num_labels} labels, this party "
                                   f"holds label {int(labels.max())}")
         feature_map = RandomFeatures(request.feature_seed, request.features, request.lengthscale,
-                                     math.prod(self._factory.image_shape))
+                                     math.prod(self._factory.image_shape),
+                                     p.parse_lengthscales(request.extra_lengthscales, f"{self.name}: {request.kind}"))
         return p.EmbeddingRelease(embed_images(self._data.images, labels, feature_map, request.num_labels),
-                                  request.feature_seed, request.features, request.lengthscale)
+                                  request.feature_seed, request.features, request.lengthscale,
+                                  extra_lengthscales=request.extra_lengthscales)
 
     # -- state ----------------------------------------------------------------------------------
     def _state_stem(self, round_index: int) -> Path:

@@ -384,6 +384,8 @@ class ReleaseEmbedding(Message):
     features: int
     lengthscale: float
     num_labels: int
+    extra_lengthscales: str = ""
+    """Further kernels' lengthscales, comma-separated (:func:`format_lengthscales`); empty: one kernel."""
 
     def check(self, sender: str, expect: Expectations) -> None:
         if not (2 <= self.features <= MAX_RANDOM_FEATURES and self.features % 2 == 0):
@@ -394,6 +396,31 @@ class ReleaseEmbedding(Message):
         if not self.lengthscale > 0 or self.feature_seed < 0:
             raise ProtocolError(f"{sender}: {self.kind} lengthscale={self.lengthscale} and "
                                 f"feature_seed={self.feature_seed} must be positive")
+        extra = parse_lengthscales(self.extra_lengthscales, f"{sender}: {self.kind}")
+        if len(extra) + 1 > self.features // 2:
+            raise ProtocolError(f"{sender}: {self.kind} asks for {len(extra) + 1} kernels but has only "
+                                f"{self.features // 2} frequencies")
+
+
+def format_lengthscales(lengthscales: tuple[float, ...]) -> str:
+    """The wire form of further lengthscales: their exact reprs, comma-separated (the scalars a transport
+    carries are numbers and strings, not lists)."""
+    return ",".join(repr(float(value)) for value in lengthscales)
+
+
+def parse_lengthscales(text: str, where: str = "extra_lengthscales") -> tuple[float, ...]:
+    """The inverse of :func:`format_lengthscales`; a malformed, non-positive or non-finite entry is a
+    protocol error naming the value."""
+    values: list[float] = []
+    for part in (text.split(",") if text else []):
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not (value > 0 and math.isfinite(value)):
+            raise ProtocolError(f"{where}: extra_lengthscales={text!r}: {part!r} is not a positive finite number")
+        values.append(value)
+    return tuple(values)
 
 
 # -- replies (party -> coordinator) ---------------------------------------------------------------
@@ -524,17 +551,20 @@ class EmbeddingRelease(Message):
     features: int
     lengthscale: float
     epsilon: float = 0.0
+    extra_lengthscales: str = ""
 
     def check(self, sender: str, expect: Expectations) -> None:
         _shape(sender, self.kind, "embedding", self.embedding, (self.features + 1, None))
         if not 1 <= self.embedding.shape[1] <= MAX_LABELS:
             raise ProtocolError(f"{sender}: {self.kind}.embedding has {self.embedding.shape[1]} label columns, "
                                 f"expected 1 to {MAX_LABELS}")
+        parse_lengthscales(self.extra_lengthscales, f"{sender}: {self.kind}")
 
     def answers(self, request: ReleaseEmbedding) -> bool:
         """Whether this is the embedding that ``request`` asked for (the same public feature map)."""
-        return (self.feature_seed, self.features, self.lengthscale, self.embedding.shape[1]) == \
-            (request.feature_seed, request.features, request.lengthscale, request.num_labels)
+        return (self.feature_seed, self.features, self.lengthscale, self.extra_lengthscales,
+                self.embedding.shape[1]) == (request.feature_seed, request.features, request.lengthscale,
+                                             request.extra_lengthscales, request.num_labels)
 
 
 @dataclass(frozen=True)

@@ -447,12 +447,15 @@ class MeanEmbeddingRelease(PartyPrivacy):
         self._releases: dict[str, p.EmbeddingRelease] = {}
 
     @staticmethod
-    def _key(feature_seed: int, features: int, lengthscale: float, num_labels: int) -> str:
-        return f"{feature_seed}:{features}:{lengthscale!r}:{num_labels}"
+    def _key(feature_seed: int, features: int, lengthscale: float, num_labels: int, extra: str) -> str:
+        # A single-kernel key keeps its old four-field form, so a party state saved before several
+        # kernels existed still answers from its cache.
+        return f"{feature_seed}:{features}:{lengthscale!r}:{num_labels}" + (f":{extra}" if extra else "")
 
     def _key_of(self, message: p.ReleaseEmbedding | p.EmbeddingRelease) -> str:
         labels = message.num_labels if isinstance(message, p.ReleaseEmbedding) else int(message.embedding.shape[1])
-        return self._key(message.feature_seed, message.features, message.lengthscale, labels)
+        return self._key(message.feature_seed, message.features, message.lengthscale, labels,
+                         message.extra_lengthscales)
 
     def cached_release(self, request: p.ReleaseEmbedding) -> p.EmbeddingRelease | None:
         return self._releases.get(self._key_of(request))
@@ -501,9 +504,10 @@ class MeanEmbeddingRelease(PartyPrivacy):
             key = str(entry["key"])
             if key in self._releases:
                 continue  # a load never replaces (or forgets) what was already released
-            seed, features, lengthscale, _ = key.split(":")
+            seed, features, lengthscale, _, *extra = key.split(":")
             self._releases[key] = p.EmbeddingRelease(tensors[f"release-{index}"].float(), int(seed), int(features),
-                                                     float(lengthscale), float(entry["epsilon"]))
+                                                     float(lengthscale), float(entry["epsilon"]),
+                                                     extra_lengthscales=":".join(extra))
 
 
 def resolve_mechanism(config: Config) -> str:

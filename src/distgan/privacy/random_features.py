@@ -11,8 +11,14 @@ noisy label counts at no further privacy cost, and every record still contribute
 exactly 1: adding or removing one record moves the embedding by exactly 1 in L2 (the sensitivity under
 add/remove-one; under replace-one it is ``max(sqrt 2, 2a)``, see :func:`sensitivity`).
 
-Everything that shapes the features is public: the seed of W, the feature count and the lengthscale
-``l``, which comes from a fixed rule of the image size (:func:`public_lengthscale`), never from a
+Several kernels in one release (DP-MERF's multi-bandwidth variant): the frequencies are split evenly
+over S lengthscales and each scale's block is weighted by ``1 / sqrt(S)``, so ``phi`` approximates the
+mean of the S Gaussian kernels and stays of norm exactly 1: the sensitivity, and so the noise, does
+not change. A wide kernel alone is nearly linear on images (it mostly matches class means); narrower
+ones add the local structure that makes G's samples vary.
+
+Everything that shapes the features is public: the seed of W, the feature count and the lengthscales
+``l``, which come from a fixed rule of the image size (:func:`public_lengthscale`), never from a
 statistic of private data (a median distance would itself need privatizing).
 """
 
@@ -57,32 +63,55 @@ def sensitivity(relation: str) -> float:
 @dataclass(frozen=True)
 class RandomFeatures:
     """The public feature map: ``features`` random Fourier features (features / 2 frequencies) of
-    ``inputs``-dimensional vectors for a Gaussian kernel of lengthscale ``lengthscale``."""
+    ``inputs``-dimensional vectors for a Gaussian kernel of lengthscale ``lengthscale``, or for the mean
+    of the kernels of ``lengthscale`` and each of ``extra_lengthscales`` (the frequencies split evenly
+    over them, in that order)."""
 
     seed: int
     features: int
     lengthscale: float
     inputs: int
+    extra_lengthscales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.features < 2 or self.features % 2:
             raise ValueError(f"random features: count must be even and >= 2, got {self.features}")
-        if not (self.lengthscale > 0 and math.isfinite(self.lengthscale)):
-            raise ValueError(f"random features: lengthscale must be positive, got {self.lengthscale}")
+        for lengthscale in self.lengthscales:
+            if not (lengthscale > 0 and math.isfinite(lengthscale)):
+                raise ValueError(f"random features: lengthscales must be positive, got {self.lengthscales}")
+        if len(self.lengthscales) > self.features // 2:
+            raise ValueError(f"random features: {len(self.lengthscales)} lengthscales need at least as many "
+                             f"frequencies, got {self.features // 2}")
         if self.inputs <= 0:
             raise ValueError(f"random features: inputs must be positive, got {self.inputs}")
 
+    @property
+    def lengthscales(self) -> tuple[float, ...]:
+        return (self.lengthscale, *self.extra_lengthscales)
+
+    def _per_frequency(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each frequency's lengthscale and the weight of its cos and sin, ``[features / 2]`` each: scale s
+        owns an even share m_s of the frequencies, weighted ``a / sqrt(S m_s)`` so every row's norm is a."""
+        frequencies, scales = self.features // 2, len(self.lengthscales)
+        shares = [frequencies // scales + (1 if s < frequencies % scales else 0) for s in range(scales)]
+        lengthscales = torch.cat([torch.full((m,), lengthscale) for m, lengthscale in zip(shares, self.lengthscales)])
+        weights = torch.cat([torch.full((m,), FEATURE_WEIGHT / math.sqrt(scales * m)) for m in shares])
+        return lengthscales, weights
+
     def frequencies(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """W ``[features / 2, inputs]``, drawn from the public seed (the same on every host)."""
+        """W ``[features / 2, inputs]``, drawn from the public seed (the same on every host); row j has
+        the variance 1 / l_j^2 of the kernel it belongs to."""
         rng = torch.Generator().manual_seed(self.seed)
-        return (torch.randn(self.features // 2, self.inputs, generator=rng) / self.lengthscale).to(device)
+        lengthscales, _ = self._per_frequency()
+        return (torch.randn(self.features // 2, self.inputs, generator=rng) / lengthscales[:, None]).to(device)
 
     def __call__(self, x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
         """``[a * phi(x), b]`` per row of ``x`` (flattened): ``[N, features + 1]``, each row of norm 1."""
         projected = x.flatten(1) @ frequencies.T
-        scale = FEATURE_WEIGHT / math.sqrt(self.features // 2)
+        _, weights = self._per_frequency()
+        weights = weights.to(device=projected.device, dtype=projected.dtype)
         constant = torch.full((len(x), 1), COUNT_WEIGHT, dtype=projected.dtype, device=projected.device)
-        return torch.cat([torch.cos(projected) * scale, torch.sin(projected) * scale, constant], dim=1)
+        return torch.cat([torch.cos(projected) * weights, torch.sin(projected) * weights, constant], dim=1)
 
 
 def label_embedding(features: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:

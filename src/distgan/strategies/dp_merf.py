@@ -1,8 +1,8 @@
 """dp-merf (Harder et al., AISTATS 2021): each party releases once; G matches the sum of the releases.
 
 Round 1 asks every party, in one round trip, for the sum over its records of ``[a phi(x), b] (x)
-onehot(y)`` (:mod:`distgan.privacy.random_features`; the feature seed, count and lengthscale are public
-numbers from the config and the image size). Under DP (``privacy.mechanism=auto`` picks
+onehot(y)`` (:mod:`distgan.privacy.random_features`; the feature seed, count and lengthscales -- one, or several
+kernels with ``strategy.extra_kernel_scales`` -- are public numbers from the config and the image size). Under DP (``privacy.mechanism=auto`` picks
 ``mean-embedding``) each party adds Gaussian noise once, spends one Gaussian release in its ledger and
 answers any repeat of the request with the same reply. The coordinator sums the parties' embeddings
 (the noise of K parties adds in quadrature, the signal linearly), reads the noisy label histogram off
@@ -55,7 +55,9 @@ class DPMERF(Strategy):
         strategy = self.config.strategy
         self.feature_map = RandomFeatures(derive_seed(self.config.runtime.seed, "dp-merf-features"),
                                           strategy.random_features,
-                                          public_lengthscale(pixels, strategy.kernel_scale), pixels)
+                                          public_lengthscale(pixels, strategy.kernel_scale), pixels,
+                                          tuple(public_lengthscale(pixels, scale)
+                                                for scale in strategy.extra_kernel_scales))
         self.frequencies = self.feature_map.frequencies(self.trainer.device)
         self.released: torch.Tensor | None = None
         """The sum of the parties' released embeddings ``[features + 1, labels]`` (float64)."""
@@ -64,7 +66,8 @@ class DPMERF(Strategy):
 
     def request(self) -> p.ReleaseEmbedding:
         feature_map = self.feature_map
-        return p.ReleaseEmbedding(feature_map.seed, feature_map.features, feature_map.lengthscale, self.num_labels)
+        return p.ReleaseEmbedding(feature_map.seed, feature_map.features, feature_map.lengthscale, self.num_labels,
+                                  p.format_lengthscales(feature_map.extra_lengthscales))
 
     def run_round(self, round_index: int, parties: Parties, selected: list[int]) -> RoundResult:
         stats: dict[int, p.DiscriminatorStats] = {}
