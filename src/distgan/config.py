@@ -34,20 +34,37 @@ def _positive_float(name: str, value: Any) -> None:
              and math.isfinite(value), name, value, "must be a positive finite number")
 
 
-def _float_tuple(name: str, value: Any) -> tuple[float, ...]:
-    """A tuple of positive finite numbers from a tuple, a list (a saved config.json) or a comma string."""
-    parts = value.split(",") if isinstance(value, str) else value
-    _require(isinstance(parts, (tuple, list)), name, value, "must be a list of positive numbers")
+class NotPositiveNumber(ValueError):
+    """An entry of a number list that is not a positive finite number (``entry``: the entry as given)."""
+
+    def __init__(self, entry: Any) -> None:
+        super().__init__(f"{entry!r} is not a positive finite number")
+        self.entry = entry
+
+
+def positive_numbers(parts: Any) -> tuple[float, ...]:
+    """Each entry as a float; raises :class:`NotPositiveNumber` at the first that is not positive and finite
+    (booleans included: ``True`` is not a number a user meant). Shared by config fields and message fields."""
     numbers: list[float] = []
     for part in parts:
         try:
             number = float(part) if not isinstance(part, bool) else math.nan
         except (TypeError, ValueError):
             number = math.nan
-        _require(number > 0 and math.isfinite(number), name, value,
-                 f"every entry must be a positive finite number, got {part!r}")
+        if not (number > 0 and math.isfinite(number)):
+            raise NotPositiveNumber(part)
         numbers.append(number)
     return tuple(numbers)
+
+
+def _float_tuple(name: str, value: Any) -> tuple[float, ...]:
+    """A tuple of positive finite numbers from a tuple, a list (a saved config.json) or a comma string."""
+    parts = value.split(",") if isinstance(value, str) else value
+    _require(isinstance(parts, (tuple, list)), name, value, "must be a list of positive numbers")
+    try:
+        return positive_numbers(parts)
+    except NotPositiveNumber as bad:
+        raise ValueError(f"{name}={value!r}: every entry must be a positive finite number, got {bad.entry!r}") from None
 
 
 def _fraction(name: str, value: Any) -> None:

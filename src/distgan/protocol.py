@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from distgan.config import NotPositiveNumber, positive_numbers
+
 MAX_MESSAGE_BYTES = 1 << 30
 """Refuse any message over 1 GiB: no legitimate message of a supported model comes close."""
 MAX_RANDOM_FEATURES = 1 << 17
@@ -411,16 +413,11 @@ def format_lengthscales(lengthscales: tuple[float, ...]) -> str:
 def parse_lengthscales(text: str, where: str = "extra_lengthscales") -> tuple[float, ...]:
     """The inverse of :func:`format_lengthscales`; a malformed, non-positive or non-finite entry is a
     protocol error naming the value."""
-    values: list[float] = []
-    for part in (text.split(",") if text else []):
-        try:
-            value = float(part)
-        except ValueError:
-            value = math.nan
-        if not (value > 0 and math.isfinite(value)):
-            raise ProtocolError(f"{where}: extra_lengthscales={text!r}: {part!r} is not a positive finite number")
-        values.append(value)
-    return tuple(values)
+    try:
+        return positive_numbers(text.split(",") if text else [])
+    except NotPositiveNumber as bad:
+        raise ProtocolError(f"{where}: extra_lengthscales={text!r}: {bad.entry!r} is not a positive finite "
+                            "number") from None
 
 
 # -- replies (party -> coordinator) ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -89,6 +90,7 @@ class RandomFeatures:
     def lengthscales(self) -> tuple[float, ...]:
         return (self.lengthscale, *self.extra_lengthscales)
 
+    @cached_property  # fixed by the fields; __call__ runs on every G step of dp-merf
     def _per_frequency(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each frequency's lengthscale and the weight of its cos and sin, ``[features / 2]`` each: scale s
         owns an even share m_s of the frequencies, weighted ``a / sqrt(S m_s)`` so every row's norm is a."""
@@ -102,13 +104,13 @@ class RandomFeatures:
         """W ``[features / 2, inputs]``, drawn from the public seed (the same on every host); row j has
         the variance 1 / l_j^2 of the kernel it belongs to."""
         rng = torch.Generator().manual_seed(self.seed)
-        lengthscales, _ = self._per_frequency()
+        lengthscales, _ = self._per_frequency
         return (torch.randn(self.features // 2, self.inputs, generator=rng) / lengthscales[:, None]).to(device)
 
     def __call__(self, x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
         """``[a * phi(x), b]`` per row of ``x`` (flattened): ``[N, features + 1]``, each row of norm 1."""
         projected = x.flatten(1) @ frequencies.T
-        _, weights = self._per_frequency()
+        _, weights = self._per_frequency
         weights = weights.to(device=projected.device, dtype=projected.dtype)
         constant = torch.full((len(x), 1), COUNT_WEIGHT, dtype=projected.dtype, device=projected.device)
         return torch.cat([torch.cos(projected) * weights, torch.sin(projected) * weights, constant], dim=1)
