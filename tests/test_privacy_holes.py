@@ -247,7 +247,9 @@ def test_a_second_run_on_the_same_node_data_spends_from_the_same_ledger(tmp_path
     published counts (not a new release), and its party refuses once the node's budget is spent."""
     from distgan.runtime.flower.node import NodeSettings, build_node_party
 
-    config = tiny_config("avg-output", privacy__noise_multiplier=1.0)
+    # A small count noise keeps the published count near 120 (about 50 affordable steps at epsilon 4);
+    # the default's sd of 20 per label could publish 300 and afford several hundred.
+    config = tiny_config("avg-output", privacy__noise_multiplier=1.0, privacy__count_noise=2.0)
     node_config = floor_node_config(tmp_path, **{"privacy-epsilon": 4.0})
     first = build_node_party(config, NodeSettings.from_node_config(node_config, config, run_id=1))
     described = first.handle(p.Describe())
@@ -262,7 +264,7 @@ def test_a_second_run_on_the_same_node_data_spends_from_the_same_ledger(tmp_path
     from distgan.privacy.accounting import PrivacyBudgetExhausted
 
     with pytest.raises(PrivacyBudgetExhausted, match="privacy budget used up"):
-        for _ in range(200):
+        for _ in range(1000):
             second.handle(request)
     assert second.privacy is not None and second.privacy.ledger.epsilon <= 4.0
 
