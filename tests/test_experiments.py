@@ -185,11 +185,30 @@ def test_parallel_jobs_train_the_same_runs_as_one_job(tmp_path):
 
 
 def test_wall_time_budget_stops_the_run_early(tmp_path):
-    limits = Limits(wall_time_s=1e-6, max_rounds=50)
+    limits = Limits(wall_time_s=1e-6, max_generator_steps=50)
     config = tiny()
     apply_limits(config, limits, "quick")
     [row] = run_set([RunSpec("test", "rr", "time", 0, config, limits)], tmp_path, evaluate=fake_metrics)
     assert row["rounds"] == 1 and "wall-time budget" in row["stop_reason"]
+
+
+def test_a_target_budget_stops_at_the_sharp_metric_and_counts_generator_steps(tmp_path):
+    """Fig. 14's budget: measured every few G steps (per-batch round-robin steps G twice a round), stop
+    at the first measurement at or under the target; a metric the run never measures is an error."""
+    limits = Limits(target=1e9, target_metric="fd-sharp", max_generator_steps=40, eval_every_steps=4)
+    config = tiny().with_overrides(["data.source=mnist", "data.limit=240", "output.metrics=cfid,fd-sharp"])
+    apply_limits(config, limits, "quick")
+    assert (config.train.rounds, config.output.eval_every) == (20, 2)  # round-robin: 2 G steps a round
+    [row] = run_set([RunSpec("test", "rr", "target", 0, config, limits)], tmp_path)
+    assert row["reached_target"] and row["rounds_to_target"] == 2 and row["rounds"] == 2
+    assert row["target_metric"] == "fd-sharp" and "fd-sharp" in row["stop_reason"]
+    [(round_number, _, value)] = row["target_history"]
+    assert round_number == 2 and value > 0
+    missing = Limits(target=1.0, target_metric="inception-fid", max_generator_steps=40, eval_every_steps=4)
+    with pytest.raises(ValueError, match="target metric 'inception-fid' is not among the metrics"):
+        run_set([RunSpec("test", "rr", "target", 0, config, missing)], tmp_path / "missing")
+    with pytest.raises(ValueError, match="needs eval_every_steps"):
+        Limits(target=1.0, target_metric="fd-sharp", max_generator_steps=40)
 
 
 def table_cells(markdown: str) -> list[dict[str, str]]:

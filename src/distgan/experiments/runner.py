@@ -37,27 +37,30 @@ class WallTimeLimit:
 
 @dataclass
 class TargetWatch:
-    """Round hook: note when the cfid measured during training first reaches the target, and stop."""
+    """Round hook: note when a metric measured during training first reaches the target, and stop."""
 
+    metric: str
+    """A lower-is-better metric of the run's cheap set (``cfid``, ``fd-sharp``)."""
     target: float
     reached_round: int | None = None
     reached_elapsed_s: float | None = None
     history: list[tuple[int, float, float]] = field(default_factory=list)
-    """(round, training seconds, cfid) of every measurement."""
+    """(round, training seconds, value of the metric) of every measurement."""
 
     def __call__(self, coordinator: Coordinator, round_number: int, record: dict[str, Any]) -> None:
-        cfid = _training_cfid(record)
-        if cfid is None:
-            return
-        self.history.append((round_number, coordinator.elapsed_s, cfid))
-        if cfid <= self.target and self.reached_round is None:
+        measured = record.get("metrics")
+        if not measured:
+            return  # no measurement this round
+        if self.metric not in measured:
+            # A target the run never measures would train to the cap and report "not reached".
+            raise ValueError(f"the budget's target metric {self.metric!r} is not among the metrics this run "
+                             f"measures during training ({', '.join(sorted(measured))})")
+        value = float(measured[self.metric])
+        self.history.append((round_number, coordinator.elapsed_s, value))
+        if value <= self.target and self.reached_round is None:
             self.reached_round, self.reached_elapsed_s = round_number, coordinator.elapsed_s
-            coordinator.stop_reason = f"cfid {cfid:.1f} reached the target {self.target:g}"
+            coordinator.stop_reason = f"{self.metric} {value:.1f} reached the target {self.target:g}"
 
-
-def _training_cfid(record: dict[str, Any]) -> float | None:
-    cfid = (record.get("metrics") or {}).get("cfid")
-    return float(cfid) if isinstance(cfid, (int, float)) else None
 
 # -- one run ----------------------------------------------------------------------------------------------
 RunEvaluator = Callable[[Path], dict[str, Any]]
@@ -116,7 +119,8 @@ def train_and_evaluate(spec: RunSpec, out_dir: Path, evaluate: RunEvaluator = fi
     run_dir = out_dir / "runs" / spec.name
     check_new_run_dir(run_dir, overwrite=True)  # an unfinished run from an earlier call starts over
     hooks: list[RoundHook] = []
-    watch = TargetWatch(spec.limits.cfid_target) if spec.limits.cfid_target is not None else None
+    watch = (TargetWatch(spec.limits.target_metric, spec.limits.target)
+             if spec.limits.target is not None else None)
     if spec.limits.wall_time_s is not None:
         hooks.append(WallTimeLimit(spec.limits.wall_time_s))
     if watch is not None:
@@ -170,7 +174,7 @@ def _row(spec: RunSpec, run_dir: Path, coordinator: Coordinator, watch: TargetWa
         "stop_reason": coordinator.stop_reason, "run_dir": f"runs/{spec.name}",
     }
     if watch is not None:
-        row.update({"cfid_target": watch.target, "reached_target": watch.reached_round is not None,
+        row.update({"target_metric": watch.metric, "target": watch.target, "reached_target": watch.reached_round is not None,
                     "time_to_target_s": watch.reached_elapsed_s, "rounds_to_target": watch.reached_round,
-                    "cfid_history": watch.history})
+                    "target_history": watch.history})
     return row

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("distgan")
 
 METRICS_FILE = run_folder.METRICS
-HEADLINE = ("cfid", "coverage/classes", "cis", "fid")
+HEADLINE = ("cfid", "fd-sharp", "coverage/classes", "cis", "fid")
 """Scalars shown in the progress line (when computed)."""
 
 
