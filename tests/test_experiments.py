@@ -211,6 +211,21 @@ def test_a_target_budget_stops_at_the_sharp_metric_and_counts_generator_steps(tm
         Limits(target=1.0, target_metric="fd-sharp", max_generator_steps=40)
 
 
+def test_a_flower_simulation_variant_trains_through_flower_and_its_budget_stops_it(tmp_path):
+    """Fig. 14's Flower column: the run goes through Flower's simulation engine (one virtual SuperNode
+    per party) and the experiment's round hooks still see every round and can end it."""
+    limits = Limits(wall_time_s=1e-6, max_generator_steps=50)
+    config = tiny("avg-output")
+    apply_limits(config, limits, "quick")
+    spec = RunSpec("test", "avg on flower", "time", 0, config, limits, transport="flower-simulation")
+    [row] = run_set([spec], tmp_path, evaluate=fake_metrics)
+    assert row["transport"] == "flower-simulation" and row["rounds"] == 1
+    assert "wall-time budget" in row["stop_reason"]
+    assert "Flower message overhead" in (tmp_path / "runs" / spec.name / "log.txt").read_text()
+    with pytest.raises(ValueError, match="transport 'grpc' must be one of local, flower-simulation"):
+        Variant("x", transport="grpc")
+
+
 def table_cells(markdown: str) -> list[dict[str, str]]:
     """table.md's lines below its header, each as header -> cell (escaped "\\|" stays inside its cell)."""
     header, _, *lines = markdown.splitlines()

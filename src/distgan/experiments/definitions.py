@@ -83,12 +83,24 @@ def generator_steps_per_round(config: Config) -> int:
 
 
 # -- experiments ----------------------------------------------------------------------------------------
+TRANSPORTS = ("local", "flower-simulation")
+
+
 @dataclass(frozen=True)
 class Variant:
     label: str
     """Short name, used in tables and run folder names."""
     overrides: tuple[str, ...] = ()
     """``section.field=value`` applied to the experiment's preset."""
+    transport: str = "local"
+    """How the parties are reached (:data:`TRANSPORTS`): ``local`` as ``distgan train`` does (in this
+    process, or in worker processes with ``runtime.workers``), or ``flower-simulation``: Flower's
+    simulation engine, one virtual SuperNode per party (``distgan flower simulate``)."""
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"variant {self.label!r}: transport {self.transport!r} must be one of "
+                             f"{', '.join(TRANSPORTS)}")
 
 
 # -- the two columns of every figure: the paper's model and algorithm, and distgan's defaults --------------
@@ -184,6 +196,8 @@ register(Experiment("fig14", "fig14", "distributed training takes less time than
                      Variant("round-robin"),
                      Variant("round-robin per epoch (Alg. 3)", ("strategy.switch=epoch",)),
                      Variant("avg-output", ("strategy.name=avg-output",)),
+                     Variant("avg-output on Flower simulation", ("strategy.name=avg-output", "runtime.workers=0"),
+                             transport="flower-simulation"),
                      Variant("server-d", ("strategy.name=server-d",))),
                     (_TO_TARGET,), time_to_target=True, settings=("distgan",)),
          "wall time to an fd-sharp target, each strategy (parties in worker processes) vs centralized")
@@ -303,6 +317,8 @@ class RunSpec:
     seed: int
     config: Config
     limits: Limits
+    transport: str = "local"
+    """The variant's :attr:`Variant.transport`."""
 
     @property
     def name(self) -> str:
@@ -332,7 +348,8 @@ def plan_runs(experiment: Experiment, seeds: Sequence[int], scale: str,
                     else:
                         config, run_limits = distgans, limits
                     apply_limits(config, run_limits, scale)
-                    specs.append(RunSpec(experiment.name, label, budget.name, seed, config, run_limits))
+                    specs.append(RunSpec(experiment.name, label, budget.name, seed, config, run_limits,
+                                         variant.transport))
     return specs
 
 

@@ -126,7 +126,12 @@ def train_and_evaluate(spec: RunSpec, out_dir: Path, evaluate: RunEvaluator = fi
     if watch is not None:
         hooks.append(watch)
     cpu_before, load_before = _cpu_seconds(), os.getloadavg()[0]
-    coordinator = train(spec.config, run_dir, quiet=quiet, round_hooks=hooks)
+    if spec.transport == "flower-simulation":
+        from distgan.runtime.flower.simulation import train_in_simulation
+
+        coordinator = train_in_simulation(spec.config, run_dir, round_hooks=hooks)
+    else:
+        coordinator = train(spec.config, run_dir, quiet=quiet, round_hooks=hooks)
     cpu_s = _cpu_seconds() - cpu_before
     row = _row(spec, run_dir, coordinator, watch, cpu_s)
     # The machine's 1-minute load average before and after: wall times mean little on a busy machine.
@@ -164,7 +169,7 @@ def _row(spec: RunSpec, run_dir: Path, coordinator: Coordinator, watch: TargetWa
     row: dict[str, Any] = {
         "experiment": spec.experiment, "variant": spec.variant, "budget": spec.budget, "seed": spec.seed,
         "strategy": config.strategy.name, "parties": config.data.parties, "split": config.data.split,
-        "workers": config.runtime.workers, "rounds": coordinator.round,
+        "workers": config.runtime.workers, "transport": spec.transport, "rounds": coordinator.round,
         "generator_steps": coordinator.round * generator_steps_per_round(config),
         "wall_time_s": coordinator.elapsed_s, "cpu_s": cpu_s,
         "bytes_up": sum(record["bytes_up"] for record in stats),

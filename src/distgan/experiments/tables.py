@@ -119,7 +119,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 def time_to_target_table(rows: Sequence[dict[str, Any]]) -> str:
     """Fig. 14: wall time to the quality target per variant, and the speed-up vs centralized.
     Runs that never reached the target count as not reached (their time is not averaged in)."""
-    header = ["variant", "parties", "workers", "reached", "wall time to target (s)", "speed-up vs centralized"]
+    header = ["variant", "parties", "parties run in", "reached", "wall time to target (s)", "speed-up vs centralized"]
     lines = [_markdown_row(header), "|" + "---|" * len(header)]
     groups = _groups(rows)
 
@@ -135,7 +135,14 @@ def time_to_target_table(rows: Sequence[dict[str, Any]]) -> str:
         metric, target = group[0].get("target_metric"), group[0].get("target")
         lines.append(_markdown_row([
             group[0]["variant"], str(group[0]["parties"] if group[0]["strategy"] != "centralized" else 1),
-            str(group[0]["workers"]), f"{reached}/{len(group)} ({metric} <= {target:g})",
+            _where_parties_run(group[0]), f"{reached}/{len(group)} ({metric} <= {target:g})",
             mean_interval([r["time_to_target_s"] if r.get("reached_target") else None for r in group], 1),
             speedup]))
     return "\n".join(lines) + "\n"
+
+
+def _where_parties_run(row: dict[str, Any]) -> str:
+    if row.get("transport") == "flower-simulation":
+        return "Flower simulation"
+    workers = row["workers"]
+    return f"{workers} worker process{'es' if workers > 1 else ''}" if workers else "this process"

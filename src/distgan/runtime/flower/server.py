@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from distgan import run_folder, training
 from distgan.checkpoint import atomic_write_text
 from distgan.config import Config
-from distgan.coordinator import Coordinator
+from distgan.coordinator import Coordinator, RoundHook
 from distgan.health import CollapseError, read_health
 from distgan.runtime.flower.coarse import check_message_budget
 from distgan.runtime.flower.parties import FlowerParties, FlowerSettings
@@ -64,8 +64,10 @@ class ServerRun:
                    FlowerSettings.from_run_config(run_config))
 
 
-def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coordinator:
-    """Train one run with parties behind ``grid``: ``distgan train``'s steps, Flower's transport."""
+def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None,
+                round_hooks: Sequence[RoundHook] = ()) -> Coordinator:
+    """Train one run with parties behind ``grid``: ``distgan train``'s steps, Flower's transport
+    (``round_hooks`` as :func:`distgan.training.train` takes them, after Flower's own)."""
     if not run.resume and (run.run_dir / run_folder.CONFIG).exists():
         raise training.RunFolderError(f"{run.run_dir}: holds a run already; set resume=true to continue it "
                                       "or choose a new run-dir")
@@ -78,7 +80,7 @@ def run_on_grid(grid: Grid, run: ServerRun, session: str | None = None) -> Coord
     # The parties' data decides the message size: refuse a run whose messages would not fit.
     check_message_budget(run.config, training.described_image_shape(parties.descriptions))
     coordinator = training.train(run.config, run.run_dir, resume=run.resume, parties=parties,
-                                 round_hooks=[parties.record_round, parties.readmit_returning])
+                                 round_hooks=[parties.record_round, parties.readmit_returning, *round_hooks])
     shares = [r["overhead_share"] for r in parties.overhead.rounds]
     if shares:
         log.info("Flower message overhead: %.0f%% of round time on average (%.2f s per round)",

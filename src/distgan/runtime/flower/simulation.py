@@ -8,7 +8,7 @@ an actor on any host can serve any party.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,10 @@ from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
 from distgan.config import Config
+from distgan.coordinator import Coordinator, RoundHook
 from distgan.runtime.flower.client import build_client_app
 from distgan.runtime.flower.parties import FlowerSettings
-from distgan.runtime.flower.server import ServerRun, build_server_app
+from distgan.runtime.flower.server import ServerRun, build_server_app, run_on_grid
 from distgan.strategies import STRATEGIES
 
 
@@ -75,12 +76,33 @@ def run_in_simulation(server_app: ServerApp, nodes: int, resources: RayResources
 def simulate(config: Config, run_dir: Path, resources: RayResources | None = None, resume: bool = False,
              settings: FlowerSettings | None = None) -> None:
     """Train ``config`` into ``run_dir`` on Flower's simulation engine, one virtual node per party."""
+    run = ServerRun(config, run_dir, resume, settings or FlowerSettings())
+    _run_parties(config, build_server_app(run), resources, run_dir)
+
+
+def _run_parties(config: Config, server_app: ServerApp, resources: RayResources | None, run_dir: Path) -> None:
+    """``server_app`` against one virtual node per party, each with its share of the GPU if it needs one."""
     resources = resources or RayResources()
     nodes = node_count(config)
     resources = replace(resources, gpus_per_party=gpu_share(config, resources.gpus_per_party, nodes,
                                                                         torch.cuda.is_available()))
-    run = ServerRun(config, run_dir, resume, settings or FlowerSettings())
-    run_in_simulation(build_server_app(run), nodes, resources, state_root=run_dir)
+    run_in_simulation(server_app, nodes, resources, state_root=run_dir)
+
+
+def train_in_simulation(config: Config, run_dir: Path, round_hooks: Sequence[RoundHook] = (),
+                        resources: RayResources | None = None) -> Coordinator:
+    """:func:`simulate` for a caller that needs the coordinator and its round hooks (``distgan
+    experiment``: a wall-time or quality target watched on Flower's transport)."""
+    finished: list[Coordinator] = []
+
+    def main(grid: Grid) -> None:
+        finished.append(run_on_grid(grid, ServerRun(config, run_dir), round_hooks=round_hooks))
+
+    _run_parties(config, server_app_of(main), resources, run_dir)
+    if not finished:  # Flower logs a ServerApp's exception and returns; the run folder's log says why
+        raise RuntimeError(f"the Flower simulation of {run_dir} ended without finishing its run "
+                           f"(see {run_dir / 'log.txt'})")
+    return finished[0]
 
 
 def server_app_of(main: Callable[[Grid], None]) -> ServerApp:
