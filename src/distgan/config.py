@@ -29,6 +29,11 @@ def _positive_int(name: str, value: Any) -> None:
              "must be a positive integer")
 
 
+def _non_negative_int(name: str, value: Any, meaning_of_zero: str = "") -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, value,
+             "must be a non-negative integer" + (f" ({meaning_of_zero})" if meaning_of_zero else ""))
+
+
 def _positive_float(name: str, value: Any) -> None:
     _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
              and math.isfinite(value), name, value, "must be a positive finite number")
@@ -342,13 +347,9 @@ class RuntimeConfig:
     cannot be restarted is then left out, as with ``continue``)."""
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-                 "runtime.seed", self.seed, "must be a non-negative integer")
-        _require(isinstance(self.workers, int) and self.workers >= 0, "runtime.workers", self.workers,
-                 "must be a non-negative integer")
-        _require(isinstance(self.worker_threads, int) and not isinstance(self.worker_threads, bool)
-                 and self.worker_threads >= 0, "runtime.worker_threads", self.worker_threads,
-                 "must be a non-negative integer (0: the cores shared out among the workers)")
+        _non_negative_int("runtime.seed", self.seed)
+        _non_negative_int("runtime.workers", self.workers, "0: the parties in this process")
+        _non_negative_int("runtime.worker_threads", self.worker_threads, "0: the cores shared out among the workers")
         _require(self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"), "runtime.device",
                  self.device, "must be cpu, cuda, cuda:N or auto")
         _choice("runtime.on_party_failure", self.on_party_failure, ("continue", "stop", "wait"))
