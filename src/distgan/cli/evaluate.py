@@ -1,4 +1,4 @@
-"""distgan evaluate: recompute a run's metrics from a checkpoint (no data needed)."""
+"""distgan evaluate: recompute a run's metrics from a checkpoint, against its source's test split."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 from distgan.cli.common import COMMANDS, Command, CommandError, non_negative_int, positive_int
 
 DESCRIPTION = """\
-Recompute the metrics of a run from its newest checkpoint (or --round R), against public
-references only: the shipped MNIST evaluator and the held-out bundled digits for MNIST runs,
---reference DIR|FILE.npz for Inception FID on other images.
+Recompute the metrics of a run from its newest checkpoint (or --round R), against data no party
+trained on: the shipped evaluator of the run's domain (digits for MNIST, fashion for Fashion-MNIST)
+and its source's test split; --reference DIR|FILE.npz for Inception FID on other images. A run
+whose images have no evaluator gets an "unavailable" line for the labelled metrics, not a number.
 Examples:
   distgan evaluate runs/00003-round-robin-2p
   distgan evaluate runs/00003-round-robin-2p --metrics cfid,coverage --n 5000 --save
