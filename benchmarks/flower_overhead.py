@@ -11,6 +11,12 @@ Per engine and party count it trains the same config for a few rounds and reads 
 * ``share``        overhead / round time (the issue asks <= 10% at the default round size)
 * ``vs in-proc``   (round time - in-process round time) / round time: the whole price of the engine
 * ``startup s``    wall time of the whole run minus its rounds (processes, Ray, greetings, checkpoint)
+* ``in/answer/reply/ctx s`` (resident deployment engines) where a message's time goes inside the party
+                   process, mean per task from its ``DISTGAN_RESIDENT_LOG=debug`` lines: pulling the
+                   task and its message (objects included), ``Party.handle``, pushing the reply, pushing
+                   the Context
+* ``outside s``    ``msg s`` minus those four: the time a message spends outside the party process
+                   (ServerApp push and pull, SuperLink, the SuperNode's waits and its hand-over of the task)
 * ``load``         the 1-minute load average when that engine's run ended: this machine is shared,
                    and every wall time above is an upper bound when it exceeds the core count
 
@@ -30,6 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 import sys
 import tempfile
 import time
@@ -59,6 +67,7 @@ def run_engine(engine: str, config: Config, run_dir: Path, supernode_poll: float
     from distgan.runtime.flower.resident import SUPERNODE_POLL_ENVIRONMENT
 
     os.environ.pop(SUPERNODE_POLL_ENVIRONMENT, None)
+    os.environ[RESIDENT_LOG_ENVIRONMENT] = "debug"  # each resident task logs where its time went
     if engine == "deployment-poll":
         os.environ[SUPERNODE_POLL_ENVIRONMENT] = str(supernode_poll)
     started = time.perf_counter()
@@ -72,6 +81,19 @@ def run_engine(engine: str, config: Config, run_dir: Path, supernode_poll: float
     return time.perf_counter() - started
 
 
+RESIDENT_LOG_ENVIRONMENT = "DISTGAN_RESIDENT_LOG"
+TASK_TIMES = re.compile(r"task: ([0-9.]+) ([0-9.]+) ([0-9.]+) ([0-9.]+) s \(input, answer, reply, context\)")
+
+
+def task_breakdown(run_dir: Path) -> list[float] | None:
+    """Mean seconds per resident task in (input, answer, reply, context), from the SuperNodes' logs;
+    None where no resident party logged (other engines, or Flower's process per message)."""
+    tasks = [[float(value) for value in match.groups()]
+             for log in sorted((run_dir / "flower" / "logs").glob("*.log"))
+             for match in TASK_TIMES.finditer(log.read_text(errors="replace"))]
+    return [statistics.fmean(stage) for stage in zip(*tasks, strict=True)] if tasks else None
+
+
 def summarize(engine: str, parties: int, variant: str, config: Config, run_dir: Path, total_s: float,
               baseline: float | None) -> dict[str, object]:
     records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
@@ -80,10 +102,14 @@ def summarize(engine: str, parties: int, variant: str, config: Config, run_dir: 
     exchanges = sum(r.get("exchanges", 0.0) for r in records)
     exchange_s = sum(r.get("overhead_s", 0.0) + r.get("party_compute_s", 0.0) for r in records)
     remote = engine != "in-process"
+    message_s = exchange_s / exchanges if remote and exchanges else None
+    stages = task_breakdown(run_dir)
     return {"engine": engine, "parties": parties, "variant": variant or "-", "local steps": config.train.local_steps,
             "MB/round": round(sum(r["bytes_down"] + r["bytes_up"] for r in records) / len(records) / 1e6, 2),
             "round s": round(round_s, 3),
-            "msg s": round(exchange_s / exchanges, 3) if remote and exchanges else "-",
+            "msg s": round(message_s, 3) if message_s is not None else "-",
+            "in/answer/reply/ctx s": "/".join(f"{stage:.2f}" for stage in stages) if stages else "-",
+            "outside s": round(message_s - sum(stages), 2) if stages and message_s is not None else "-",
             "overhead s": round(overhead, 3) if remote else "-",
             "share": f"{overhead / round_s:.0%}" if remote else "-",
             "vs in-proc": f"{(round_s - baseline) / round_s:.0%}" if baseline is not None else "-",
