@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from distgan.metrics import read_metrics
 from distgan.metrics.calibration import condition_named, score_condition
@@ -31,7 +32,7 @@ REFERENCE = "real + noise σ 0.3"
 QUALITY = ["cfid", "fd-sharp", "precision", "recall", "coverage/classes"]
 
 
-def run_seed(seed: int, root: Path, extra: list[str]) -> dict[str, object]:
+def run_seed(seed: int, root: Path, extra: list[str]) -> dict[str, Any]:
     run_dir = root / f"seed-{seed}"
     command = [sys.executable, "-c", "import sys; from distgan.cli import main; sys.exit(main())", "train",
                "--seed", str(seed), "--out", str(run_dir), "--overwrite", "--quiet", *extra]

@@ -202,8 +202,8 @@ def main() -> None:
     print(f"runs in {root}; load average at start {os.getloadavg()[0]:.1f}", flush=True)
     cells = [(d, s, e, seed) for d in args.data for s in args.strategies for e in args.epsilons for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda c: run_cell(*c, args.rounds, root, args.work, args.tstr_samples, args.extra),
-                             cells))
+        rows = list(pool.map(lambda c: run_cell(c[0], c[1], c[2], c[3], args.rounds, root, args.work,
+                                                args.tstr_samples, args.extra), cells))
     print("| data | strategy | target ε | seed | ε spent | tstr ↑ | cfid ↓ | fd-sharp ↓ | recall ↑ | audit AUC, G "
           "| audit AUC, D | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
