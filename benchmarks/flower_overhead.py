@@ -47,6 +47,11 @@ import distgan.runtime.flower  # noqa: F401  (Flower's environment before flwr i
 from distgan import training
 from distgan.config import Config, DataConfig, StrategyConfig, TrainConfig
 from distgan.runtime.flower.local import run_local
+from distgan.runtime.flower.resident import (
+    RESIDENT_LOG_ENVIRONMENT,
+    SUPERNODE_POLL_ENVIRONMENT,
+    TASK_TIMES_LOG,
+)
 from distgan.runtime.flower.simulation import RayResources, simulate
 
 ENGINES = ["in-process", "simulation", "deployment", "deployment-poll", "per-message"]
@@ -64,8 +69,6 @@ def bench_config(parties: int, rounds: int, strategy: str, local_steps: int | No
 
 
 def run_engine(engine: str, config: Config, run_dir: Path, supernode_poll: float) -> float:
-    from distgan.runtime.flower.resident import SUPERNODE_POLL_ENVIRONMENT
-
     os.environ.pop(SUPERNODE_POLL_ENVIRONMENT, None)
     os.environ[RESIDENT_LOG_ENVIRONMENT] = "debug"  # each resident task logs where its time went
     if engine == "deployment-poll":
@@ -81,8 +84,8 @@ def run_engine(engine: str, config: Config, run_dir: Path, supernode_poll: float
     return time.perf_counter() - started
 
 
-RESIDENT_LOG_ENVIRONMENT = "DISTGAN_RESIDENT_LOG"
-TASK_TIMES = re.compile(r"task: ([0-9.]+) ([0-9.]+) ([0-9.]+) ([0-9.]+) s \(input, answer, reply, context\)")
+# The resident party's own debug line, its "%s" the four stage times.
+TASK_TIMES = re.compile(re.escape(TASK_TIMES_LOG).replace(re.escape("%s"), " ".join([r"([0-9.]+)"] * 4)))
 
 
 def task_breakdown(run_dir: Path) -> list[float] | None:

@@ -68,6 +68,8 @@ stored the message, which a fast claimer can see."""
 OBJECT_BACKOFF_S = (0.005, 0.2)
 """Initial and maximal backoff pulling a message's objects (Flower's own: 1 s doubling to 10 s)."""
 SUPERNODE_POLL_ENVIRONMENT = "DISTGAN_SUPERNODE_POLL"
+RESIDENT_LOG_ENVIRONMENT = "DISTGAN_RESIDENT_LOG"  # "debug": each task logs TASK_TIMES_LOG
+TASK_TIMES_LOG = "task: %s s (input, answer, reply, context)"  # benchmarks/flower_overhead.py parses it
 """Seconds; when set, the SuperNode's two hard-coded waits (3 s after an empty pull of the
 SuperLink, 0.5 s between looks for a reply) are shortened to this (:func:`run_tuned_supernode`)."""
 
@@ -244,7 +246,7 @@ class ResidentParty:
             push_task_output(client=self._client, context=context, sub_status=status, details=details)
             self._token.value = ""
             times.append(time.perf_counter())
-            log.debug("task: %s s (input, answer, reply, context)",
+            log.debug(TASK_TIMES_LOG,
                       " ".join(f"{b - a:.3f}" for a, b in itertools.pairwise(times)))
         return status
 
@@ -480,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s distgan resident: %(message)s"))
     log.addHandler(handler)
-    log.setLevel(os.environ.get("DISTGAN_RESIDENT_LOG", "INFO").upper())  # DEBUG: each task's times
+    log.setLevel(os.environ.get(RESIDENT_LOG_ENVIRONMENT, "INFO").upper())  # DEBUG: each task's times
     log.propagate = False
     if args.role == "node":
         command = args.supernode[1:] if args.supernode[:1] == ["--"] else args.supernode
