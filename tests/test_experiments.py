@@ -300,6 +300,20 @@ def test_experiment_command_lists_and_rejects_unknown_names(capsys):
     assert "valid: ablation-download" in capsys.readouterr().err
 
 
+def test_only_and_budget_select_the_runs_of_some_variants_and_name_the_valid_ones(capsys):
+    assert main(["experiment", "baselines", "--scale", "quick", "--seeds", "2", "--budget", "equal-steps",
+                 "--only", "fedgan 0-4", "--only", "md-gan dir", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    variants = {line.split("(")[1].split(")")[0] for line in lines}
+    assert variants == {"fedgan 0-4|5-9 [paper]", "fedgan 0-4|5-9 [distgan]", "md-gan dir0.3/5 [paper]",
+                        "md-gan dir0.3/5 [distgan]"}
+    assert len(lines) == 4 * 2 and all("--equal-steps--" in line for line in lines)
+    assert main(["experiment", "baselines", "--only", "nope", "--dry-run"]) == 2
+    assert "'centralized 0-4|5-9 [paper]'" in capsys.readouterr().err
+    assert main(["experiment", "baselines", "--budget", "nope", "--dry-run"]) == 2
+    assert "budgets equal-steps, equal-time" in capsys.readouterr().err
+
+
 def test_an_experiment_run_records_the_evaluation_modules_numbers_and_tables_them(tmp_path):
     """Two seeds of a real run with the cheap metrics, on real digits (fake data has no evaluator): each row
     carries the numbers the evaluation module computed at the end, the sharp ones included, and table.md

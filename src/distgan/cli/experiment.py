@@ -44,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                         help="train N runs at once, each in its own process with cpus/N threads (default 1). "
                              "Runs then share the machine: wall times, and equal-time budgets, are per job")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="run only the variants whose label (as --dry-run prints it) contains TEXT, e.g. "
+                             "--only 'fedgan 0-4' (repeatable: any of them); table and report cover those runs")
+    parser.add_argument("--budget", metavar="NAME",
+                        help="run only this budget of an experiment that has several (e.g. equal-steps)")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the runs the experiment would make; train nothing")
     parser.add_argument("--verbose", action="store_true", help="print each run's progress lines")
@@ -62,15 +67,28 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"name an experiment: {', '.join(EXPERIMENTS.names())}")
     experiment = EXPERIMENTS.get(args.name)
     specs = plan_runs(experiment, list(range(args.seeds)), args.scale, args.set)
+    if args.budget is not None:
+        budgets = [budget.name for budget in experiment.budgets]
+        if args.budget not in budgets:
+            raise CommandError(f"--budget {args.budget!r}: {experiment.name} has the budgets {', '.join(budgets)}")
+        specs = [spec for spec in specs if spec.budget == args.budget]
+    if args.only:
+        labels = list(dict.fromkeys(spec.variant for spec in specs))
+        specs = [spec for spec in specs if any(text in spec.variant for text in args.only)]
+        if not specs:
+            raise CommandError(f"--only {' '.join(map(repr, args.only))}: no variant of {experiment.name} "
+                               f"matches; its variants: {', '.join(map(repr, labels))}")
     out_dir = args.out or Path("experiments") / f"{experiment.name}-{args.scale}"
     if args.dry_run:
         for spec in specs:
-            print(f"{spec.name}: {spec.config.strategy.name}, {spec.config.data.source} {spec.config.data.split}, "
+            print(f"{spec.name} ({spec.variant}): {spec.config.strategy.name}, {spec.config.data.source} {spec.config.data.split}, "
                   f"{spec.config.data.parties} parties, {spec.limits.describe()}, train.rounds={spec.config.train.rounds}")
         print(f"{len(specs)} runs into {out_dir}", file=sys.stderr)
         return 0
     print(f"{experiment.name}: {experiment.claim}", file=sys.stderr)
-    print(f"{len(specs)} runs ({len(experiment.variants)} variants x {len(experiment.budgets)} budgets x "
+    variants = len({spec.variant for spec in specs})
+    budgets = len({spec.budget for spec in specs})
+    print(f"{len(specs)} runs ({variants} variants x {budgets} budgets x "
           f"{args.seeds} seeds) into {out_dir}", file=sys.stderr)
     _log_to_terminal()
     run_set(specs, out_dir, quiet=not args.verbose, jobs=args.jobs)

@@ -14,8 +14,8 @@ the final generator with the evaluation metrics (:mod:`distgan.metrics`), and wr
 * ``table.md``: per variant and budget, the mean over seeds with its 95 % t-interval;
 * the comparison report of the runs side by side (:mod:`distgan.report`).
 
-Two scales: ``paper`` (the lengths the paper's figures need; hours on a CPU) and ``quick``
-(1,000-1,500 rounds for two parties, fewer for more: one to two minutes per run on a 2-core CPU,
+Two scales: ``paper`` (our paper-scale lengths, 3,000 rounds per MNIST run: the paper states none;
+hours on a CPU) and ``quick`` (600-1,500 rounds for two parties, fewer for more: one to four minutes per run on a 2-core CPU,
 where the default model already makes recognisable digits of all kinds; docs/RESULTS.md says which
 scale each number comes from). The ``-fashion`` twins of Figs. 2, 4-5 and 6 run the same splits on
 Fashion-MNIST, for as many generator steps as distgan's setting takes in 2,000 rounds (quick) or the
