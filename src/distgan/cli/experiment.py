@@ -68,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
     experiment = EXPERIMENTS.get(args.name)
     specs = plan_runs(experiment, list(range(args.seeds)), args.scale, args.set)
     if args.budget is not None:
-        budgets = [budget.name for budget in experiment.budgets]
-        if args.budget not in budgets:
-            raise CommandError(f"--budget {args.budget!r}: {experiment.name} has the budgets {', '.join(budgets)}")
+        budget_names = [budget.name for budget in experiment.budgets]
+        if args.budget not in budget_names:
+            raise CommandError(f"--budget {args.budget!r}: {experiment.name} has the budgets "
+                               f"{', '.join(budget_names)}")
         specs = [spec for spec in specs if spec.budget == args.budget]
     if args.only:
         labels = list(dict.fromkeys(spec.variant for spec in specs))
@@ -86,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(specs)} runs into {out_dir}", file=sys.stderr)
         return 0
     print(f"{experiment.name}: {experiment.claim}", file=sys.stderr)
-    variants = len({spec.variant for spec in specs})
-    budgets = len({spec.budget for spec in specs})
+    variants, budgets = len({spec.variant for spec in specs}), len({spec.budget for spec in specs})
     print(f"{len(specs)} runs ({variants} variants x {budgets} budgets x "
           f"{args.seeds} seeds) into {out_dir}", file=sys.stderr)
     _log_to_terminal()
