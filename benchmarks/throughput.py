@@ -13,8 +13,9 @@
    clock: parallel speed-ups need idle cores; the load average is printed beside the table). The
    coordinator runs in this process with ``--coordinator-threads`` torch threads (default: ``--threads``):
    its G work comes between the parties' phases, when their cores are idle, so giving it every core is
-   what ``distgan train --workers N`` does by default (torch's threads = the cores) and what lifts the
-   bound that its serial share sets on the speed-up.
+   what ``distgan train --workers N`` does by default (torch's threads = the cores); it can lift the
+   bound that the coordinator's serial share sets on the speed-up (``--coordinator-threads 2`` against
+   the default 1 measures by how much).
 
 Run: ``python benchmarks/throughput.py [--steps N] [--repeats R]``; prints a markdown table.
 """
