@@ -308,6 +308,10 @@ def test_only_and_budget_select_the_runs_of_some_variants_and_name_the_valid_one
     assert variants == {"fedgan 0-4|5-9 [paper]", "fedgan 0-4|5-9 [distgan]", "md-gan dir0.3/5 [paper]",
                         "md-gan dir0.3/5 [distgan]"}
     assert len(lines) == 4 * 2 and all("--equal-steps--" in line for line in lines)
+    # An override that suits only the chosen variants (per-epoch round-robin refuses local_steps > 1) is fine.
+    assert main(["experiment", "baselines", "--seeds", "1", "--only", "fedgan 0-4|5-9 [distgan]",
+                 "--set", "train.local_steps=20", "--dry-run"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2  # one run per budget
     assert main(["experiment", "baselines", "--only", "nope", "--dry-run"]) == 2
     assert "'centralized 0-4|5-9 [paper]'" in capsys.readouterr().err
     assert main(["experiment", "baselines", "--budget", "nope", "--dry-run"]) == 2

@@ -56,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from distgan.cli.common import CommandError
-    from distgan.experiments import EXPERIMENTS, plan_runs, run_set
+    from distgan.experiments import EXPERIMENTS, plan_runs, run_set, variant_labels
 
     if args.list:
         width = max(len(name) for name in EXPERIMENTS.names())
@@ -66,19 +66,16 @@ def run(args: argparse.Namespace) -> int:
     if args.name is None:
         raise CommandError(f"name an experiment: {', '.join(EXPERIMENTS.names())}")
     experiment = EXPERIMENTS.get(args.name)
-    specs = plan_runs(experiment, list(range(args.seeds)), args.scale, args.set)
+    if args.only and not any(text in label for label in variant_labels(experiment) for text in args.only):
+        raise CommandError(f"--only {' '.join(map(repr, args.only))}: no variant of {experiment.name} matches; "
+                           f"its variants: {', '.join(map(repr, variant_labels(experiment)))}")
+    specs = plan_runs(experiment, list(range(args.seeds)), args.scale, args.set, args.only)
     if args.budget is not None:
         budget_names = [budget.name for budget in experiment.budgets]
         if args.budget not in budget_names:
             raise CommandError(f"--budget {args.budget!r}: {experiment.name} has the budgets "
                                f"{', '.join(budget_names)}")
         specs = [spec for spec in specs if spec.budget == args.budget]
-    if args.only:
-        labels = list(dict.fromkeys(spec.variant for spec in specs))
-        specs = [spec for spec in specs if any(text in spec.variant for text in args.only)]
-        if not specs:
-            raise CommandError(f"--only {' '.join(map(repr, args.only))}: no variant of {experiment.name} "
-                               f"matches; its variants: {', '.join(map(repr, labels))}")
     out_dir = args.out or Path("experiments") / f"{experiment.name}-{args.scale}"
     if args.dry_run:
         for spec in specs:

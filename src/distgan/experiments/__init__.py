@@ -48,6 +48,7 @@ from distgan.experiments.definitions import (
     on_fashion,
     plan_runs,
     register,
+    variant_labels,
 )
 from distgan.experiments.pool import run_experiment, run_set
 from distgan.experiments.runner import (
@@ -78,4 +79,4 @@ __all__ = ["BASELINE_SPLITS", "BASELINE_STRATEGIES", "COLUMNS", "COPIED_METRICS"
            "Experiment", "Limits", "RunEvaluator", "RunSpec", "TargetWatch", "Variant", "WallTimeLimit", "apply_limits",
            "final_metrics", "generator_steps_per_round", "markdown_table", "mean_interval", "mean_std", "on_fashion",
            "plan_runs", "register", "run_experiment", "run_set", "table_metrics", "time_to_target_table",
-           "train_and_evaluate", "write_comparison_report", "write_summary"]
+           "train_and_evaluate", "variant_labels", "write_comparison_report", "write_summary"]

@@ -326,17 +326,31 @@ class RunSpec:
         return f"{slug}--seed{self.seed}"
 
 
+def variant_labels(experiment: Experiment) -> list[str]:
+    """The labels of the experiment's variants in tables, run folders and ``--only``: one per variant and
+    setting (``LABEL [paper]``, ``LABEL [distgan]``), or the bare label where it runs one setting."""
+    return [run_label(experiment, variant, setting) for variant in experiment.variants
+            for setting in experiment.settings]
+
+
+def run_label(experiment: Experiment, variant: Variant, setting: str) -> str:
+    return variant.label if len(experiment.settings) == 1 else f"{variant.label} [{setting}]"
+
+
 def plan_runs(experiment: Experiment, seeds: Sequence[int], scale: str,
-              overrides: Sequence[str] = ()) -> list[RunSpec]:
+              overrides: Sequence[str] = (), only: Sequence[str] = ()) -> list[RunSpec]:
     """Every run of ``experiment``: budget x variant x setting x seed, each a full config. The variant's
     overrides apply first, then the setting's (``paper``), then ``overrides`` (``section.field=value``,
-    e.g. ``--set``), then the seed."""
+    e.g. ``--set``), then the seed. ``only``: keep the variants whose label contains any of these texts
+    (before their configs are built, so an override that suits only them is not checked against the rest)."""
     specs = []
     for budget in experiment.budgets:
         limits = budget.at(scale)
         for variant in experiment.variants:
             for setting in experiment.settings:
-                label = variant.label if len(experiment.settings) == 1 else f"{variant.label} [{setting}]"
+                label = run_label(experiment, variant, setting)
+                if only and not any(text in label for text in only):
+                    continue
                 for seed in seeds:
                     last = [*overrides, f"runtime.seed={seed}"]
                     preset = PRESETS.get(experiment.preset)
