@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
     if args.name is None:
         raise CommandError(f"name an experiment: {', '.join(EXPERIMENTS.names())}")
     experiment = EXPERIMENTS.get(args.name)
-    if args.only and not any(text in label for label in variant_labels(experiment) for text in args.only):
+    specs = plan_runs(experiment, list(range(args.seeds)), args.scale, args.set, args.only)
+    if not specs:  # only --only can leave none
         raise CommandError(f"--only {' '.join(map(repr, args.only))}: no variant of {experiment.name} matches; "
                            f"its variants: {', '.join(map(repr, variant_labels(experiment)))}")
-    specs = plan_runs(experiment, list(range(args.seeds)), args.scale, args.set, args.only)
     if args.budget is not None:
         budget_names = [budget.name for budget in experiment.budgets]
         if args.budget not in budget_names:

@@ -68,10 +68,10 @@ stored the message, which a fast claimer can see."""
 OBJECT_BACKOFF_S = (0.005, 0.2)
 """Initial and maximal backoff pulling a message's objects (Flower's own: 1 s doubling to 10 s)."""
 SUPERNODE_POLL_ENVIRONMENT = "DISTGAN_SUPERNODE_POLL"
-RESIDENT_LOG_ENVIRONMENT = "DISTGAN_RESIDENT_LOG"  # "debug": each task logs TASK_TIMES_LOG
-TASK_TIMES_LOG = "task: %s s (input, answer, reply, context)"  # benchmarks/flower_overhead.py parses it
 """Seconds; when set, the SuperNode's two hard-coded waits (3 s after an empty pull of the
 SuperLink, 0.5 s between looks for a reply) are shortened to this (:func:`run_tuned_supernode`)."""
+RESIDENT_LOG_ENVIRONMENT = "DISTGAN_RESIDENT_LOG"  # "debug": each task logs TASK_TIMES_LOG
+TASK_TIMES_LOG = "task: %s s (input, answer, reply, context)"  # benchmarks/flower_overhead.py parses it
 
 
 def task_api_problem() -> str | None:
